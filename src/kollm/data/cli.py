@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -24,3 +25,71 @@ def prepare(
         cfg.val_fraction = val_fraction
     stats = prepare_corpus(cfg, out)
     typer.echo(f"{stats['train_docs']} train / {stats['val_docs']} val documents -> {out}")
+
+
+@app.command("run")
+def run(
+    recipe: Path = typer.Option(None, help="TOML recipe with a [data_pipeline] section (see recipes/data-ko.toml)"),
+    input: list[Path] = typer.Option(None, "--input", help="files or folders: jsonl[.gz|.zst], txt, parquet, xml.bz2"),
+    out: Path = typer.Option(None, help="output folder: clean/, tokens/, removed/, stats.json, funnel.png"),
+    workers: int = typer.Option(None, help="worker processes (default 2)"),
+    tokenizer: Path = typer.Option(None, help="tokenizer folder (tokenizer.json): also write packed token shards"),
+    executor: str = typer.Option(None, help="local | slurm | ray"),
+) -> None:
+    """Clean, filter, mask PII, de-duplicate and shard a Korean corpus; re-run to resume."""
+    from kollm.config import build, load_recipe, override, section
+    from kollm.data.pipeline import run_pipeline
+    from kollm.data.pipeline_config import PipelineConfig
+
+    cfg = section(load_recipe(recipe), "data_pipeline", PipelineConfig) if recipe else build(PipelineConfig)
+    cfg = override(
+        cfg, inputs=[str(p) for p in input] if input else None, out=str(out) if out else None, workers=workers,
+        tokenizer=str(tokenizer) if tokenizer else None, executor=executor,
+    )
+    if not cfg.inputs:
+        raise typer.BadParameter("give --input files/folders or `inputs` in the recipe")
+    _quiet_datatrove()
+    done = run_pipeline(cfg)
+    if cfg.executor == "local":
+        from kollm.data.report import summarize
+
+        rows = summarize(done)["stages"]
+        for r in rows:
+            gone = ", ".join(f"{k} {v}" for k, v in r["removed"].items())
+            typer.echo(f"{r['stage']:>12}: {r['docs_out']:>8} docs {r['bytes_out'] / 1e6:9.2f} MB" + (f"  (removed: {gone})" if gone else ""))
+        typer.echo(f"-> {done}/clean, stats in {done}/stats.json, chart {done}/funnel.png")
+
+
+def _quiet_datatrove() -> None:
+    """datatrove logs every step at INFO; keep warnings (the skipped-input lines) on the console."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+
+
+@app.command("mask")
+def mask() -> None:
+    """Mask personal data (RRN, phone, e-mail, card, business and account numbers) from stdin to stdout."""
+    from kollm.data.pii import mask_pii
+
+    for line in sys.stdin:
+        sys.stdout.write(mask_pii(line))
+
+
+@app.command("inspect")
+def inspect(
+    out: Path = typer.Option(..., help="output folder of `kollm data run`"),
+    n: int = typer.Option(3, help="documents to show per reason"),
+    reason: str = typer.Option(None, help="only reasons containing this text"),
+    seed: int = typer.Option(0),
+    chars: int = typer.Option(300, help="characters of each document to show"),
+) -> None:
+    """Show random removed documents for each removal reason."""
+    from kollm.data.report import inspect_removed
+
+    for why, rows in inspect_removed(out, n, seed, reason).items():
+        typer.echo(f"=== {why} ({len(rows)} shown)")
+        for row in rows:
+            text = row["text"][:chars].replace("\n", "⏎ ")
+            typer.echo(f"--- {row['id']} ({row.get('source', '')})\n{text}")

@@ -21,7 +21,7 @@ def normalize(text: str) -> str:
     return text.strip()
 
 
-def _is_val(text: str, fraction: float, seed: int) -> bool:
+def is_val(text: str, fraction: float, seed: int) -> bool:
     # Split by a hash of the text so the split is stable however the files are ordered.
     h = int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")
     return (h % 10_000) < fraction * 10_000
@@ -57,8 +57,8 @@ def prepare_corpus(cfg: DataConfig, out_dir: str | Path) -> dict:
             yield from read_documents(f)
 
     docs, stats = clean(all_docs(), cfg.min_chars)
-    train = [d for d in docs if not _is_val(d["text"], cfg.val_fraction, cfg.seed)]
-    val = [d for d in docs if _is_val(d["text"], cfg.val_fraction, cfg.seed)]
+    train = [d for d in docs if not is_val(d["text"], cfg.val_fraction, cfg.seed)]
+    val = [d for d in docs if is_val(d["text"], cfg.val_fraction, cfg.seed)]
     if len(docs) >= 2 and (not val or not train):  # tiny corpora: the hash split can leave a side empty
         train, val = docs[:-1], docs[-1:]
     if len(docs) < 2 or sum(len(d["text"]) for d in train) < 1000:

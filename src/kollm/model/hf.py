@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GenerationConfig, Qwen3Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config
 
 from kollm.errors import KollmError
 from kollm.files import atomic_dir
@@ -81,3 +81,16 @@ def load_kollm_from_hf(path: str | Path) -> KollmLM:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     return model
+
+
+def load_hf_causal_lm(path: str | Path) -> tuple[torch.nn.Module, object]:
+    """Any transformers causal LM folder, in float32 (kollm decides precision per device later)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise KollmError(f"{path} is not a Hugging Face model folder (no config.json); pass --model DIR")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise KollmError(f"cannot load {path} with transformers ({str(e).splitlines()[0]})") from None
+    return model.eval(), tokenizer

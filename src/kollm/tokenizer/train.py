@@ -1,48 +1,65 @@
-"""Train and save tokenizers.
+"""Train, save and load kollm tokenizers.
 
-`bbpe` is byte-level BPE: every string, whatever its script, maps to bytes first, so
-`decode(encode(s)) == s` holds exactly (no normaliser runs inside the tokenizer: NFC happens at
-the corpus boundary, so conjoining jamo typed by a user still round-trip).
+All three methods save a plain Hugging Face `tokenizer.json` (byte-level pre-tokenizer, BPE or
+Unigram model, byte-level decoder): `AutoTokenizer.from_pretrained` loads it with no custom code,
+and `decode(encode(s)) == s` for every string.
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from kollm.errors import KollmError
 from kollm.files import atomic_dir
-from kollm.tokenizer.config import BOS, EOS, PAD, SPECIAL_TOKENS, TokenizerConfig
+from kollm.tokenizer.bbpe import BYTE_ALPHABET, train_bbpe
+from kollm.tokenizer.config import BOS, EOS, METHODS, PAD, TokenizerConfig
 
-BYTE_ALPHABET = pre_tokenizers.ByteLevel.alphabet()
+
+def check_config(cfg: TokenizerConfig) -> None:
+    if cfg.method not in METHODS:
+        raise KollmError(f"unknown tokenizer method {cfg.method!r}; use one of {', '.join(METHODS)}")
+    floor = len(BYTE_ALPHABET) + len(cfg.special_tokens())
+    if cfg.vocab_size < floor:
+        raise KollmError(
+            f"vocab size {cfg.vocab_size} is smaller than the 256 byte symbols plus "
+            f"{len(cfg.special_tokens())} special tokens; use at least {floor}"
+        )
+    if cfg.sample_size < 0 or cfg.threads < 0:
+        raise KollmError("sample size and threads must be >= 0 (0 means all)")
+
+
+def _set_threads(threads: int) -> None:
+    # HF tokenizers reads RAYON_NUM_THREADS when its thread pool starts (once per process).
+    if threads > 0:
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
-    if cfg.method != "bbpe":
-        raise KollmError(f"unknown tokenizer method {cfg.method!r}; use bbpe")
-    if cfg.vocab_size < len(BYTE_ALPHABET) + len(SPECIAL_TOKENS):
-        raise KollmError(
-            f"vocab size {cfg.vocab_size} is smaller than the 256 byte symbols plus "
-            f"{len(SPECIAL_TOKENS)} special tokens; use at least {len(BYTE_ALPHABET) + len(SPECIAL_TOKENS)}"
-        )
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size,
-        min_frequency=cfg.min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=BYTE_ALPHABET,
-        show_progress=True,
-    )
-    texts = list(texts)
-    if not any(t.strip() for t in texts):
+    """Train a tokenizer of `cfg.method` on `texts`."""
+    check_config(cfg)
+    _set_threads(cfg.threads)
+    docs = [t for t in texts if t.strip()]
+    if not docs:
         raise KollmError("tokenizer training corpus is empty; give files with text")
-    tok.train_from_iterator(texts, trainer, length=len(texts))
-    return tok
+    if 0 < cfg.sample_size < len(docs):
+        docs = random.Random(cfg.seed).sample(docs, cfg.sample_size)
+    specials = cfg.special_tokens()
+    if cfg.method == "bbpe":
+        return train_bbpe(docs, cfg.vocab_size, cfg.min_frequency, specials)
+    if cfg.method == "morpheme-bbpe":
+        from kollm.tokenizer.morpheme import mark_boundaries, morpheme_pre_tokenizer
+
+        marked, sentinel = mark_boundaries(docs, cfg.threads)
+        return train_bbpe(marked, cfg.vocab_size, cfg.min_frequency, specials, morpheme_pre_tokenizer(sentinel))
+    from kollm.tokenizer.unigram import train_unigram
+
+    return train_unigram(docs, cfg.vocab_size, specials)
 
 
 def to_hf(tok: Tokenizer) -> PreTrainedTokenizerFast:

@@ -1,0 +1,104 @@
+"""Stage 5: exact and near-duplicate removal on datatrove's MinHash-LSH machinery.
+
+Near duplicates: MinHash over shingles of either characters (after removing spaces and
+punctuation, so 할 수 있다 and 할수있다 agree - Korean spacing varies a lot) or Kiwi morphemes.
+Exact duplicates reuse the same bucket/cluster steps with a one-band "signature" that is a
+120-bit hash of the normalised text: identical signatures are exactly the identical texts.
+Cluster sizes are kept on the surviving document (`dup_cluster_size`) so a corpus can be
+re-weighted later (FineWeb-2's "rehydration").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+
+import numpy as np
+import xxhash
+from datatrove.data import DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.utils.hashing import HashConfig
+
+from kollm.data.quality import KiwiWords
+from kollm.data.repair import _kiwi
+
+_NOT_WORD = re.compile(r"[\W_]+")
+_61_BITS = (1 << 60) - 1  # datatrove's bucket step only reads hashes below 2**61 - 1
+
+EXACT_CONFIG = MinhashConfig(n_grams=1, num_buckets=1, hashes_per_bucket=2, hash_config=HashConfig(64, "xxhash"))
+
+
+def simplify(text: str) -> str:
+    """Lowercased, spaces and punctuation removed: what two copies of a text still share."""
+    return _NOT_WORD.sub("", text.lower())
+
+
+def char_shingles(text: str, n: int) -> list[str]:
+    s = simplify(text)
+    return [s[i : i + n] for i in range(max(1, len(s) - n + 1))] if s else []
+
+
+def morph_shingles(text: str, n: int) -> list[str]:
+    forms = [t.form for t in _kiwi().tokenize(text) if not t.tag.startswith(("S", "W"))]
+    return [" ".join(forms[i : i + n]) for i in range(max(1, len(forms) - n + 1))] if forms else []
+
+
+def shingle(text: str, unit: str, n: int) -> list[str]:
+    return morph_shingles(text, n) if unit == "morph" else char_shingles(text, n)
+
+
+class KoreanMinhashSignature(MinhashDedupSignature):
+    """datatrove's MinHash signature step with Korean shingles (characters or Kiwi morphemes)."""
+
+    name = "🎯 Korean MinHash signatures"
+
+    def __init__(self, output_folder: DataFolderLike, config: MinhashConfig, unit: str = "char") -> None:
+        super().__init__(output_folder, config, language=KiwiWords())  # datatrove's default needs spaCy
+        self.unit = unit
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        grams = shingle(text, self.unit, self.config.n_grams)
+        return np.fromiter((xxhash.xxh64_intdigest(g) for g in grams), dtype=np.uint64, count=len(grams)).reshape(-1, 1)
+
+
+class ExactSignature(MinhashDedupSignature):
+    """One band of two 60-bit halves of a hash of the simplified text."""
+
+    name = "🎯 exact-duplicate hashes"
+
+    def __init__(self, output_folder: DataFolderLike) -> None:
+        super().__init__(output_folder, EXACT_CONFIG, language=KiwiWords())
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        return np.array([[1]], dtype=np.uint64)  # any non-empty array; the signature ignores it
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self._text = None
+        return super().run(self._remember(data), rank, world_size)
+
+    def _remember(self, data: DocumentsPipeline) -> DocumentsPipeline:
+        for doc in data:
+            self._text = doc.text
+            yield doc
+
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        h = hashlib.blake2b(simplify(self._text).encode(), digest_size=16).digest()
+        hi, lo = struct.unpack("<QQ", h)
+        return [[hi & _61_BITS, lo & _61_BITS]]
+
+
+def load_removals(folder: DataFolderLike, rank: int) -> tuple[set[int], dict[int, int]]:
+    """Doc indices to drop for `rank`, and cluster sizes of the docs kept, from the cluster step."""
+    df = get_datafolder(folder)
+    remove: set[int] = set()
+    sizes: dict[int, int] = {}
+    if df.isfile(f"{rank:06d}.remove"):
+        with df.open(f"{rank:06d}.remove", "rb") as f:
+            remove = set(np.frombuffer(f.read(), dtype="<u4").tolist())
+    if df.isfile(f"{rank:06d}.sizes"):
+        with df.open(f"{rank:06d}.sizes", "rb") as f:
+            pairs = np.frombuffer(f.read(), dtype="<u4").reshape(-1, 2)
+            sizes = dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
+    return remove, sizes

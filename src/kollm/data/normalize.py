@@ -1,0 +1,35 @@
+"""Stage 1: Unicode NFC, invisible characters out, whitespace tidied, HTML turned into text."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0/C1 controls except tab and newline, and zero-width characters that break word matching
+# (ZWSP, word joiner, BOM, soft hyphen). ZWJ stays: emoji sequences need it.
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200c\u2060\ufeff\u00ad]")
+_SPACES = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_BLANKS = re.compile(r"\n{3,}")
+_HTML = re.compile(r"<(?:!doctype|html|body|div|p|br|span|table|li|a\s)[\s>/]", re.I)
+
+
+def looks_like_html(text: str) -> bool:
+    return bool(_HTML.search(text[:4096]))
+
+
+def html_to_text(html: str) -> str:
+    """Main text of an HTML page (boilerplate such as menus dropped), or "" when there is none."""
+    import trafilatura  # slow to import; only HTML documents pay for it
+
+    return trafilatura.extract(html, favor_recall=True, include_comments=False, include_tables=True) or ""
+
+
+def normalize_text(text: str, html: bool = True) -> str:
+    """NFC (so 한 typed as conjoining jamo equals the precomposed syllable), clean whitespace."""
+    if html and looks_like_html(text):
+        text = html_to_text(text)
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _INVISIBLE.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return _BLANKS.sub("\n\n", text).strip()

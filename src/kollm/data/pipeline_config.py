@@ -1,0 +1,37 @@
+"""`kollm data run` settings: the [data_pipeline] section of a recipe, CLI flags on top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PipelineConfig:
+    inputs: list[str] = field(default_factory=list)  # files or folders (jsonl[.gz|.zst], txt, parquet, xml.bz2)
+    out: str = "kollm-out/data"
+    workers: int = 2  # processes on this machine
+    tasks: int = 0  # units of work (and of resume); 0: one per input file, at least `workers`
+    executor: str = "local"  # local | slurm | ray: the same blocks on each
+    slurm_partition: str = ""
+    slurm_time: str = "24:00:00"
+    txt_doc_per_file: bool = False  # .txt: whole file is one document (else blank-line blocks)
+    # stages; each can be switched off
+    normalize: bool = True
+    html_to_text: bool = True
+    repair_lines: str = "rules"  # rules | kiwi | off (see docs/data.md for the measurement)
+    quality: bool = True
+    min_chars: int = 200
+    max_chars: int = 1_000_000
+    min_hangul_share: float = 0.3
+    spam_min_hits: int = 3
+    fineweb2_filters: bool = True  # Gopher/FineWeb rules with FineWeb-2 kor_Hang thresholds
+    mask_pii: bool = True
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    shingle: str = "char"  # char | morph
+    shingle_size: int = 5
+    minhash_buckets: int = 14
+    minhash_hashes_per_bucket: int = 8
+    output_format: str = "jsonl"  # jsonl | parquet
+    tokenizer: str = ""  # folder with tokenizer.json: also write packed token shards
+    keep_removed: bool = True  # removed documents kept (with reasons) for `kollm data inspect`

@@ -1,0 +1,160 @@
+"""Lenient readers for the pipeline: every format, every problem counted instead of raised.
+
+`read_documents` in readers.py stops at the first bad line (the quickstart wants that); at web
+scale one broken line must not stop a run, so here each problem is reported to a callback with a
+reason (counted in stats.json) and a one-line message, and reading goes on with the next document.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from kollm.data.mediawiki import iter_wiki_pages
+
+Problem = Callable[[str, str], None]  # (reason, message)
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".txt", ".txt.gz", ".parquet", ".xml", ".xml.bz2")
+_TRUNCATED = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, lzma.LZMAError, OSError)
+
+
+def list_input_files(sources: list[str]) -> list[Path]:
+    """Files named directly, plus every readable file under the folders named, in a stable order."""
+    files: list[Path] = []
+    for src in sources:
+        p = Path(src).expanduser()
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+    return files
+
+
+def _open(path: Path) -> IO[bytes]:
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        # the zstd reader has no readline; buffering gives line iteration
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _lines(path: Path, problem: Problem) -> Iterator[tuple[int, bytes]]:
+    try:
+        with _open(path) as raw:
+            first = True
+            for n, line in enumerate(raw, 1):
+                if first and b"\x00" in line[:8192]:
+                    problem("binary_file", f"{path}: looks binary (NUL bytes), skipped")
+                    return
+                first = False
+                yield n, line
+    except _TRUNCATED as e:
+        problem("truncated_file", f"{path}: cannot read past this point ({type(e).__name__}: {e}); kept what came before")
+
+
+def _jsonl(path: Path, problem: Problem) -> Iterator[dict]:
+    for n, line in _lines(path, problem):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            problem("invalid_utf8", f"{path}:{n}: not UTF-8 (byte {e.start}), line skipped")
+            continue
+        except json.JSONDecodeError as e:
+            problem("malformed_json", f"{path}:{n}: not JSON ({e.msg}), line skipped")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            problem("no_text_field", f'{path}:{n}: no string "text" field, line skipped')
+            continue
+        yield {"id": str(row.get("id") or f"{path.name}:{n}"), "source": str(path), "text": row["text"]}
+
+
+def _txt(path: Path, problem: Problem, one_doc_per_file: bool) -> Iterator[dict]:
+    block: list[bytes] = []
+    start = n = 0
+
+    def flush() -> Iterator[dict]:
+        raw = b"".join(block)
+        try:
+            text = raw.decode("utf-8-sig" if start <= 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            problem("invalid_utf8", f"{path}:{start}: not UTF-8 (byte {e.start} of the document), document skipped")
+            return
+        if text.strip():
+            yield {"id": f"{path.name}:{start}", "source": str(path), "text": text}
+
+    for n, line in _lines(path, problem):
+        if not block:
+            start = n
+        if not one_doc_per_file and not line.strip():
+            if block:
+                yield from flush()
+                block = []
+            continue
+        block.append(line)
+    if block:
+        yield from flush()
+    if one_doc_per_file and n == 0:
+        problem("empty_document", f"{path}: empty file")
+
+
+def _parquet(path: Path, problem: Problem) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        if "text" not in names:
+            problem("no_text_field", f"{path}: parquet has no `text` column (columns: {', '.join(names)})")
+            return
+        cols = ["text"] + (["id"] if "id" in names else [])
+        row = 0
+        for batch in pf.iter_batches(columns=cols, batch_size=1024):
+            ids = batch.column("id").to_pylist() if "id" in cols else [None] * batch.num_rows
+            for text, doc_id in zip(batch.column("text").to_pylist(), ids, strict=True):
+                row += 1
+                if not isinstance(text, str):
+                    problem("no_text_field", f"{path}: row {row} has no text")
+                    continue
+                yield {"id": str(doc_id or f"{path.name}:{row}"), "source": str(path), "text": text}
+    except Exception as e:  # pyarrow raises many types for broken files; none may stop the run
+        problem("unreadable_file", f"{path}: not a readable parquet file ({type(e).__name__}: {e})")
+
+
+def _wiki(path: Path, problem: Problem) -> Iterator[dict]:
+    try:
+        with _open(path) as f:
+            yield from iter_wiki_pages(f, str(path), problem)
+    except _TRUNCATED as e:
+        problem("truncated_file", f"{path}: cannot read past this point ({type(e).__name__}: {e}); kept what came before")
+
+
+def iter_documents(path: Path, problem: Problem, txt_doc_per_file: bool = False) -> Iterator[dict]:
+    """{id, source, text} for every readable document in `path`; problems go to `problem`."""
+    name = path.name
+    if not path.is_file():
+        problem("unreadable_file", f"{path}: does not exist")
+    elif name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz")):
+        yield from _jsonl(path, problem)
+    elif name.endswith(".parquet"):
+        yield from _parquet(path, problem)
+    elif name.endswith((".xml", ".xml.bz2")):
+        yield from _wiki(path, problem)
+    elif name.endswith((".txt", ".txt.gz")):
+        yield from _txt(path, problem, txt_doc_per_file)
+    else:
+        problem("unreadable_file", f"{path}: unknown format; use {', '.join(SUFFIXES)}")

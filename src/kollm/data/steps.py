@@ -1,0 +1,213 @@
+"""The pipeline's datatrove blocks. Each counts documents and bytes in/out and why it removed any.
+
+Every block records the same stat names (docs_in, bytes_in, docs_out, bytes_out, removed/<reason>)
+so report.py can draw one funnel from all of them; removed documents go, with their reason, to
+removed/<block>/<rank>.jsonl.gz for `kollm data inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import get_datafolder
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.writers import JsonlWriter
+from datatrove.utils.logging import logger
+
+from kollm.data.dedup import load_removals
+from kollm.data.normalize import normalize_text
+from kollm.data.pii import mask_pii
+from kollm.data.quality import QualityRules, build_checks
+from kollm.data.repair import repair_lines
+from kollm.data.sources import iter_documents
+
+
+def to_row(doc: Document) -> dict:
+    return {"id": doc.id, "text": doc.text, **doc.metadata}
+
+
+def adapter(_writer: object, doc: Document) -> dict:
+    """How datatrove writers lay out a document: kollm's flat {id, source, text, ...}."""
+    return to_row(doc)
+
+
+class KollmStep(PipelineStep):
+    type = "🇰🇷 kollm"
+    name = "step"
+
+    def __init__(self, removed_dir: str | None = None) -> None:
+        super().__init__()
+        self.removed_dir = removed_dir
+
+    def process(self, doc: Document) -> Document | str:
+        """The document to pass on, or the reason for removing it."""
+        raise NotImplementedError
+
+    def count(self, kind: str, doc: Document) -> None:
+        self.stat_update(f"docs_{kind}")
+        self.stat_update(f"bytes_{kind}", value=len(doc.text.encode("utf-8")))
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        writer = None
+        if self.removed_dir:
+            writer = JsonlWriter(f"{self.removed_dir}/{self.name}", output_filename="${rank}.jsonl.gz", adapter=adapter)
+        try:
+            for doc in data:
+                self.count("in", doc)
+                with self.track_time():
+                    res = self.process(doc)
+                if isinstance(res, str):
+                    self.stat_update(f"removed/{res}")
+                    if writer is not None:
+                        doc.metadata["removed"] = f"{self.name}/{res}"
+                        writer.write(doc, rank)
+                    continue
+                self.count("out", res)
+                yield res
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+class ReadSources(KollmStep):
+    """Reads this task's share of the input: whole files when there are enough, else every Nth doc."""
+
+    name = "read"
+
+    def __init__(self, files: list[str], txt_doc_per_file: bool = False) -> None:
+        super().__init__()
+        self.files = files
+        self.txt_doc_per_file = txt_doc_per_file
+
+    def problem(self, reason: str, message: str) -> None:
+        self.stat_update(f"removed/{reason}")
+        if message:
+            logger.warning(f"skipped ({reason}): {message}")
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        by_file = len(self.files) >= world_size
+        mine = self.files[rank::world_size] if by_file else self.files
+        n = 0
+        for path in mine:
+            p = Path(path)
+            self.stat_update("bytes_read", value=p.stat().st_size if p.is_file() else 0)
+            for row in iter_documents(p, self.problem, self.txt_doc_per_file):
+                n += 1
+                if not by_file and (n - 1) % world_size != rank:
+                    continue
+                if not row["text"].strip():
+                    self.problem("empty_document", f"{row['source']}: document {row['id']} is empty")
+                    continue
+                doc = Document(text=row["text"], id=row["id"], metadata={"source": row["source"]})
+                self.count("out", doc)
+                yield doc
+
+
+class Normalize(KollmStep):
+    name = "normalize"
+
+    def __init__(self, html: bool = True, removed_dir: str | None = None) -> None:
+        super().__init__(removed_dir)
+        self.html = html
+
+    def process(self, doc: Document) -> Document | str:
+        doc.text = normalize_text(doc.text, self.html)
+        return doc if doc.text else "empty_after_normalize"
+
+
+class RepairLines(KollmStep):
+    name = "repair"
+
+    def __init__(self, method: str = "rules") -> None:
+        super().__init__()
+        self.method = method
+
+    def process(self, doc: Document) -> Document | str:
+        doc.text = repair_lines(doc.text, self.method)
+        return doc
+
+
+class QualityFilter(KollmStep):
+    name = "quality"
+
+    def __init__(self, rules: QualityRules, removed_dir: str | None = None) -> None:
+        super().__init__(removed_dir)
+        self.rules = rules
+        self._checks = None
+
+    def process(self, doc: Document) -> Document | str:
+        if self._checks is None:  # built in the worker: Kiwi is loaded there, not pickled to it
+            self._checks = build_checks(self.rules)
+        for name, check in self._checks:
+            res = check(doc)
+            if res is not True and not (isinstance(res, tuple) and res[0]):
+                reason = res[1] if isinstance(res, tuple) else "rejected"
+                return f"{name}:{reason}"
+        return doc
+
+
+class MaskPII(KollmStep):
+    name = "pii"
+
+    def process(self, doc: Document) -> Document | str:
+        counts: Counter = Counter()
+        doc.text = mask_pii(doc.text, counts)
+        for placeholder, n in counts.items():
+            self.stat_update(f"masked/{placeholder}", value=n)
+        return doc
+
+
+class WriteStage(PipelineStep):
+    """Hands documents to the next executor: one plain jsonl per task, passing documents through."""
+
+    type = "🇰🇷 kollm"
+    name = "hand-off"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        df = get_datafolder(self.folder)
+        with df.open(f"{rank:05d}.jsonl", "wt") as f:
+            for doc in data:
+                f.write(json.dumps(to_row(doc), ensure_ascii=False) + "\n")
+                yield doc
+
+
+def read_stage(folder: str, rank: int) -> Iterator[Document]:
+    df = get_datafolder(folder)
+    if not df.isfile(f"{rank:05d}.jsonl"):
+        return
+    with df.open(f"{rank:05d}.jsonl", "rt") as f:
+        for line in f:
+            row = json.loads(line)
+            yield Document(text=row.pop("text"), id=row.pop("id"), metadata=row)
+
+
+class Dedup(KollmStep):
+    """Reads a task's hand-off file and drops the documents the cluster step marked."""
+
+    def __init__(self, stage_folder: str, cluster_folder: str, name: str, removed_dir: str | None = None) -> None:
+        super().__init__(removed_dir)
+        self.stage_folder, self.cluster_folder, self.name = stage_folder, cluster_folder, name
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self._remove, self._sizes = load_removals(self.cluster_folder, rank)
+        self._idx = -1
+        return super().run(read_stage(self.stage_folder, rank), rank, world_size)
+
+    def process(self, doc: Document) -> Document | str:
+        self._idx += 1  # the signature step numbered documents in this same order
+        if self._idx in self._remove:
+            return "duplicate"
+        size = self._sizes.get(self._idx)
+        if size:
+            doc.metadata[f"{self.name}_cluster_size"] = size
+            self.stat_update("clusters")
+            self.stat_update("cluster_size", value=size, unit="cluster")
+        return doc

@@ -1,0 +1,1 @@
+"""Stage 4: evaluate models (bits-per-byte; Korean few-shot tasks come later)."""

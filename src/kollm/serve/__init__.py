@@ -1,0 +1,1 @@
+"""Stage 5: generation and an OpenAI-compatible HTTP API."""

@@ -1,0 +1,20 @@
+"""Pick device and dtype from the hardware, never by assumption.
+
+On CPUs without AMX, bf16 matmuls are emulated: measured ~0.3 GFLOP/s in bf16 vs ~140 GFLOP/s in fp32
+on the 2-core AVX2 machines kollm is developed on, so CPU training runs in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype for matmuls: bf16 on GPUs that support it, float32 everywhere else."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32

@@ -1,0 +1,37 @@
+"""Ctrl-C during training leaves a complete checkpoint that resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from conftest import korean_texts, run_kollm, write_jsonl
+
+
+def test_ctrl_c_keeps_checkpoint_and_resume_continues(tmp_path, tiny_tokenizer):
+    tok_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok_dir)
+    data = write_jsonl(tmp_path / "train.jsonl", korean_texts(80))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--tokenizer", str(tok_dir), "--out", str(out), "--depth", "1",
+            "--max-steps", "100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "kollm.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] >= 20
+    assert not [p for p in os.listdir(out / "checkpoint") if p.endswith(".tmp")]
+    r = run_kollm("train", *args[1:-1], str(state["step"] + 10), "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == state["step"] + 10
