@@ -193,8 +193,9 @@ class Dedup(KollmStep):
     """Reads a task's hand-off file and drops the documents the cluster step marked."""
 
     def __init__(self, stage_folder: str, cluster_folder: str, name: str, removed_dir: str | None = None) -> None:
+        self.name = name  # before super().__init__, which names the stats after it
         super().__init__(removed_dir)
-        self.stage_folder, self.cluster_folder, self.name = stage_folder, cluster_folder, name
+        self.stage_folder, self.cluster_folder = stage_folder, cluster_folder
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self._remove, self._sizes = load_removals(self.cluster_folder, rank)
