@@ -6,13 +6,14 @@ import json
 import math
 
 import pytest
-from conftest import run_kollm
+from conftest import REPO, run_kollm
 
 
 @pytest.fixture(scope="module")
 def quickstart_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("qs")
-    r = run_kollm("quickstart", "--out", str(out), "--time-budget", "20", "--no-serve")
+    r = run_kollm("quickstart", "--out", str(out), "--time-budget", "20", "--no-serve",
+                  "--recipe", str(REPO / "tests" / "quickstart_tiny.toml"))
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
 

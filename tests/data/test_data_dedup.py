@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from datatrove.pipeline.dedup.minhash import MinhashConfig
 
 from kollm.data.dedup import EXACT_CONFIG, KoreanMinhashSignature, simplify
-from datatrove.pipeline.dedup.minhash import MinhashConfig
 
 BASE = [
     "서울특별시는 대한민국의 수도이자 최대 도시이다. 조선 시대부터 수도였으며 한강이 도시를 가로지른다. "
@@ -31,7 +31,7 @@ def variants(text: str) -> list[str]:
 
 def _candidate(a: str, b: str, step: KoreanMinhashSignature) -> bool:
     sa, sb = step.get_signature(step.get_shingles(a)), step.get_signature(step.get_shingles(b))
-    return any(x == y for x, y in zip(sa, sb))  # LSH: any band equal
+    return any(x == y for x, y in zip(sa, sb, strict=False))  # LSH: any band equal
 
 
 @pytest.mark.parametrize("unit", ["char", "morph"])

@@ -30,7 +30,7 @@ def _rrn(check: bool) -> str:
     g = rng.choice("12" if born.year < 2000 else "34")
     body = born.strftime("%y%m%d") + g + _digits(5)
     if check:
-        s = sum(int(d) * w for d, w in zip(body, (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)))
+        s = sum(int(d) * w for d, w in zip(body, (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5), strict=False))
         return body + str((11 - s % 11) % 10)
     return body + _digits(1)  # issued after 2020-10: no check digit
 
@@ -67,7 +67,7 @@ def positives() -> list[tuple[str, str, str]]:
         if i % 8 == 1:
             pii = f"{r[:6]}-{r[6]}******"
         cases.append((f"주민등록번호: {pii} 로 본인 확인", pii, RRN))
-    for i in range(10):  # bare 13 digits: with a check digit, or after a keyword
+    for _ in range(10):  # bare 13 digits: with a check digit, or after a keyword
         r = _rrn(check=True)
         cases.append((f"신청서에 {r} 기재", r, RRN))
         r2 = _rrn(check=False)
@@ -96,7 +96,7 @@ def positives() -> list[tuple[str, str, str]]:
         pii = [f"+82 10-{mid}-{end}", f"+82-10-{mid}-{end}", f"+8210{mid}{end}", f"+82 (0)10 {mid} {end}",
                f"+82-2-{mid[:3]}-{end}"][i % 5]
         cases.append((f"해외에서는 {pii} 번으로", pii, PHONE))
-    for i in range(6):
+    for _ in range(6):
         pii = f"1{rng.choice('568')}{rng.choice('4689')}{_digits(1)}-{_digits(4)}"
         cases.append((f"고객센터 {pii} (평일 9시~18시)", pii, PHONE))
     users = ["hong.gildong", "kim_01", "lee+news", "park.js", "choi2024", "jung-ah"]
@@ -125,7 +125,7 @@ def positives() -> list[tuple[str, str, str]]:
         pii = "-".join(_digits(n) for n in lay)
         ctx = ["입금 계좌", "국민은행", "예금주 홍길동", "환불 받을 곳", "신한"][i % 5]
         cases.append((f"{ctx} {pii} 으로 보내주세요", pii, ACCOUNT))
-    for i in range(10):  # any layout after a banking word
+    for _ in range(10):  # any layout after a banking word
         pii = f"{_digits(4)}-{_digits(4)}-{_digits(4)}"
         cases.append((f"카카오뱅크 계좌 {pii}", pii, ACCOUNT))
     return cases
@@ -152,7 +152,8 @@ def negatives() -> list[str]:
         out.append(
             [f"버전 {rng.randrange(1, 20)}.{rng.randrange(0, 20)}.{rng.randrange(0, 200)} 출시",
              f"Windows 10.0.{_digits(5)}.{_digits(4)}", f"v{rng.randrange(1, 9)}.{_digits(2)}",
-             f"ISBN 978-89-{_digits(4)}-{_digits(3)}-{_digits(1)}", f"IP 192.168.{rng.randrange(256)}.{rng.randrange(256)}"][i % 5]
+             f"ISBN 978-89-{_digits(4)}-{_digits(3)}-{_digits(1)}",
+             f"IP 192.168.{rng.randrange(256)}.{rng.randrange(256)}"][i % 5]
         )
     for i in range(45):
         y = rng.randrange(1400, 1990)
@@ -160,7 +161,8 @@ def negatives() -> list[str]:
             [f"{y}-{y + rng.randrange(1, 80)}년 사이", f"임진왜란({y}-{y + 6})", f"우편번호 {_digits(5)}",
              f"오후 {rng.randrange(1, 12)}:{_digits(2)}:{_digits(2)}", f"모델명 SM-G{_digits(3)}N",
              f"원주율 3.{_digits(12)}", f"제{rng.randrange(1, 999)}조 제{rng.randrange(1, 9)}항",
-             f"인구 {rng.randrange(1, 999):,},{_digits(3)},{_digits(3)}명", f"좌표 37.{_digits(6)}, 126.{_digits(6)}"][i % 9]
+             f"인구 {rng.randrange(1, 999):,},{_digits(3)},{_digits(3)}명",
+             f"좌표 37.{_digits(6)}, 126.{_digits(6)}"][i % 9]
         )
     return out
 

@@ -56,7 +56,8 @@ def run(
         rows = summarize(done)["stages"]
         for r in rows:
             gone = ", ".join(f"{k} {v}" for k, v in r["removed"].items())
-            typer.echo(f"{r['stage']:>12}: {r['docs_out']:>8} docs {r['bytes_out'] / 1e6:9.2f} MB" + (f"  (removed: {gone})" if gone else ""))
+            line = f"{r['stage']:>12}: {r['docs_out']:>8} docs {r['bytes_out'] / 1e6:9.2f} MB"
+            typer.echo(line + (f"  (removed: {gone})" if gone else ""))
         typer.echo(f"-> {done}/clean, stats in {done}/stats.json, chart {done}/funnel.png")
 
 

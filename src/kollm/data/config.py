@@ -11,5 +11,5 @@ class DataConfig:
     # Empty means the sample corpus embedded in kollm.
     sources: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
-    min_chars: int = 20  # shorter documents carry too little to learn from
+    min_chars: int = 10  # shorter documents carry too little to learn from (search queries are ~15)
     seed: int = 0

@@ -48,7 +48,7 @@ def iter_wiki_pages(stream: IO[bytes], source: str, problem: Callable[[str, str]
     title = ns = page_id = text = None
     redirect = False
     try:
-        for event, elem in iterparse(stream, events=("end",)):
+        for _event, elem in iterparse(stream, events=("end",)):
             name = _local(elem.tag)
             if name == "title":
                 title = elem.text or ""

@@ -43,7 +43,10 @@ _PHONE_RE = re.compile(
     rf"|1(?:5[4-9]|6[0-9]|8[0-9])\d-\d{{4}}"  # nationwide numbers: 1588-1234, 1644-, 1800-
     rf"){_E}"
 )
-_EMAIL_RE = re.compile(r"(?<![A-Za-z0-9.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9.-]*[A-Za-z0-9])")
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?![A-Za-z0-9.-]*[A-Za-z0-9])"  # not \b: Hangul right after the address (…com입니다) is a word char
+)
 # Bank accounts have no checksum. These hyphen layouts are each used by a big bank and by little else
 # (6-2-6 KB, 3-3-6 Shinhan, 4-3-6 Woori, 3-6-5 Hana, 3-4-4-2 NH, 4-2-7 Kakao, 3-6-2-3 IBK);
 # any other 10-14 digit hyphenated run needs a banking word just before it.

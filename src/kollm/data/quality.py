@@ -111,7 +111,9 @@ def build_checks(rules: QualityRules) -> list[tuple[str, Callable]]:
             dup_line_frac=t["dup_line_frac"], top_n_grams=t["top_n_grams"], dup_n_grams=t["dup_n_grams"],
             language=words,
         )
-        fw = FineWebQualityFilter(line_punct_thr=t["line_punct_thr"], new_line_ratio=t["new_line_ratio"], language=words)
+        fw = FineWebQualityFilter(
+            line_punct_thr=t["line_punct_thr"], new_line_ratio=t["new_line_ratio"], language=words
+        )
         gq = GopherQualityFilter(
             min_avg_word_length=t["min_avg_word_length"], max_avg_word_length=t["max_avg_word_length"],
             max_non_alpha_words_ratio=t["max_non_alpha_words_ratio"], stop_words=t["stop_words"], language=words,

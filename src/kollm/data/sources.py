@@ -39,6 +39,10 @@ def list_input_files(sources: list[str]) -> list[Path]:
     return files
 
 
+def _cut(path: Path, e: Exception) -> str:
+    return f"{path}: cannot read past this point ({type(e).__name__}: {e}); kept what came before"
+
+
 def _open(path: Path) -> IO[bytes]:
     name = path.name
     if name.endswith(".gz"):
@@ -62,7 +66,7 @@ def _lines(path: Path, problem: Problem) -> Iterator[tuple[int, bytes]]:
                 first = False
                 yield n, line
     except _TRUNCATED as e:
-        problem("truncated_file", f"{path}: cannot read past this point ({type(e).__name__}: {e}); kept what came before")
+        problem("truncated_file", _cut(path, e))
 
 
 def _jsonl(path: Path, problem: Problem) -> Iterator[dict]:
@@ -140,7 +144,7 @@ def _wiki(path: Path, problem: Problem) -> Iterator[dict]:
         with _open(path) as f:
             yield from iter_wiki_pages(f, str(path), problem)
     except _TRUNCATED as e:
-        problem("truncated_file", f"{path}: cannot read past this point ({type(e).__name__}: {e}); kept what came before")
+        problem("truncated_file", _cut(path, e))
 
 
 def iter_documents(path: Path, problem: Problem, txt_doc_per_file: bool = False) -> Iterator[dict]:
