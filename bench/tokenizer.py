@@ -8,8 +8,10 @@ For each method (bbpe, morpheme-bbpe, unigram) and vocabulary size, trained on k
     software help pages) and on kollm's embedded sample corpus (out-of-domain: news, encyclopedia);
   * for morpheme-bbpe, also what Kiwi at inference would give (the saved tokenizer.json runs without it);
   * encode throughput in MB/s, one document at a time (single thread) and batched (all cores);
-  * downstream: val bits-per-byte of the same small model trained for the same wall-clock budget with
-    each tokenizer (the train stage), at one vocabulary size.
+  * downstream: val bits-per-byte of the same small model trained with each tokenizer (the train stage),
+    at one vocabulary size. The models differ only in their tokenizer and have the same size, so equal
+    steps is equal compute and equal wall clock on an idle machine; steps are the default because a
+    shared machine makes wall-clock budgets unequal (--budget SECONDS gives the wall-clock variant).
 Prints a markdown table and writes results.json, table.md and tokenizer.png to --out.
 """
 
@@ -69,13 +71,15 @@ def train_one(method: str, vocab: int, train: list[str], marked: tuple[list[str]
     return train_unigram(train, vocab, specials)
 
 
-def downstream(tok_dir: Path, train: list[str], val: list[str], budget: float, depth: int, out: Path) -> dict:
+def downstream(tok_dir: Path, train: list[str], val: list[str], budget: float, steps: int, depth: int,
+               out: Path) -> dict:
     from kollm.model import ModelConfig
     from kollm.tokenizer import load_tokenizer
     from kollm.train import TrainConfig, train_model
 
     tokenizer = load_tokenizer(tok_dir)
-    cfg = TrainConfig(time_budget=budget, eval_every_s=1e9, checkpoint_every_s=1e9, seed=0)
+    cfg = TrainConfig(time_budget=budget, max_steps=steps, batch_size=8, eval_every_s=1e9, checkpoint_every_s=1e9,
+                      val_max_docs=len(val), sample_tokens=0, tensorboard=False, seed=0)
     res = train_model(ModelConfig(depth=depth, max_seq_len=256), cfg, tokenizer, train, val, out)
     return {"val_bpb": res.best_val_bpb, "steps": res.steps, "tokens_per_s": res.tokens_per_s,
             "train_seconds": res.train_seconds}
@@ -105,7 +109,7 @@ def plot(rows: list[dict], down: dict, png: Path) -> None:
         ax.bar(ms, [down[m]["val_bpb"] for m in ms], color=["C0", "C1", "C2"][: len(ms)])
         lo = min(down[m]["val_bpb"] for m in ms)
         ax.set(ylim=(lo * 0.95, None), ylabel="val bits per byte (lower = better)",
-               title=f"downstream, equal wall clock (vocab {next(iter(down.values()))['vocab']})")
+               title=f"downstream, equal steps (vocab {next(iter(down.values()))['vocab']})")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
 
@@ -128,7 +132,7 @@ def table(rows: list[dict], down: dict, kiwi_speed: float) -> str:
     lines += ["", f"Kiwi morpheme analysis alone: {kiwi_speed:.3f} MB/s "
               "(what inference would pay if Kiwi were needed)."]
     if down:
-        lines += ["", "| downstream (same model, same wall clock) | vocab | steps | tokens/s | val bits/byte |",
+        lines += ["", "| downstream (same model, same steps) | vocab | steps | tokens/s | val bits/byte |",
                   "|---|---|---|---|---|"]
         for m, d in down.items():
             lines.append(f"| {m} | {d['vocab']} | {d['steps']} | {d['tokens_per_s']:.0f} | {d['val_bpb']:.4f} |")
@@ -141,18 +145,20 @@ def main() -> None:
     ap.add_argument("--val", type=Path, default=CORPORA / "ko-docs-val.jsonl")
     ap.add_argument("--vocabs", default="8000,32000,64000")
     ap.add_argument("--downstream-vocab", type=int, default=8000)
-    ap.add_argument("--budget", type=float, default=75.0, help="training seconds per tokenizer (downstream)")
+    ap.add_argument("--steps", type=int, default=120, help="downstream optimiser steps (8 x 256 tokens) per tokenizer")
+    ap.add_argument("--budget", type=float, default=0.0,
+                    help="downstream: train for this many seconds instead of --steps (equal wall clock)")
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--val-docs", type=int, default=60, help="val documents scored for downstream bits-per-byte")
     ap.add_argument("--no-downstream", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 200 train docs, small vocabs, 10 s budget")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 200 train docs, vocab 1k/2k, 20 steps")
     ap.add_argument("--out", type=Path, default=Path("kollm-out/bench/tokenizer"))
     a = ap.parse_args()
     if not a.train.is_file() or not a.val.is_file():
         raise SystemExit(f"benchmark corpora not found ({a.train}, {a.val}); pass --train and --val")
     vocabs = [int(v) for v in a.vocabs.split(",")]
     if a.quick:
-        vocabs, a.downstream_vocab, a.budget = [1000, 2000], 1000, 10.0
+        vocabs, a.downstream_vocab, a.steps = [1000, 2000], 1000, 20
     train = load(a.train, 200 if a.quick else 0)
     val = load(a.val, 40 if a.quick else 0)
     sample = [d["text"] for f in sample_corpus_files() for d in read_documents(f)]
@@ -195,8 +201,13 @@ def main() -> None:
         if a.downstream_vocab not in vocabs:
             raise SystemExit(f"--downstream-vocab {a.downstream_vocab} must be one of --vocabs")
         val_sub = val[: a.val_docs]
+        if a.budget > 0:
+            a.steps = 0
+        # Warm-up run: the first model in a process pays for allocator and kernel warm-up, which would
+        # otherwise count against whichever tokenizer happens to go first.
+        downstream(a.out / f"tok-bbpe-{a.downstream_vocab}", train[:50], val_sub[:2], 0, 3, a.depth, a.out / "warmup")
         for method in METHODS:
-            d = downstream(a.out / f"tok-{method}-{a.downstream_vocab}", train, val_sub, a.budget, a.depth,
+            d = downstream(a.out / f"tok-{method}-{a.downstream_vocab}", train, val_sub, a.budget, a.steps, a.depth,
                            a.out / f"run-{method}")
             down[method] = {"vocab": a.downstream_vocab, **d}
             print(method, json.dumps(down[method]))
@@ -206,7 +217,8 @@ def main() -> None:
     md = table(rows, down, kiwi_speed)
     md += f"\n\nMachine: {end_load}. Wall-clock numbers (speed, downstream) move with the load of other processes."
     if down:
-        md += (f"\nDownstream: depth-{a.depth} model, {a.budget:.0f} s of float32 CPU training per tokenizer, "
+        run = f"{a.budget:.0f} s" if a.budget > 0 else f"{a.steps} steps (x 8 x 256 tokens)"
+        md += (f"\nDownstream: depth-{a.depth} model, {run} of float32 CPU training per tokenizer, "
                f"bits-per-byte on the first {min(a.val_docs, len(val))} val documents.")
     print()
     print(md)

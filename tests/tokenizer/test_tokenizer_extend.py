@@ -98,3 +98,29 @@ def test_rejects_non_bpe(tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(KollmError, match="supports BPE"):
         extend(tmp_path, KOREAN, 10, tmp_path / "out")
+
+
+def test_extend_cli(extended, tmp_path):
+    import io
+    import sys
+    from contextlib import redirect_stdout
+
+    from kollm.cli import main
+
+    _, _, model_dir, _ = extended
+    corpus = tmp_path / "ko.txt"
+    corpus.write_text("\n\n".join(KOREAN), encoding="utf-8")
+    base_dir = tmp_path / "base"
+    llama_style_tokenizer(base_dir)
+    argv, sys.argv = sys.argv, ["kollm", "tokenizer", "extend", "--base", str(base_dir), "--model", str(model_dir),
+                                "--new-tokens", "20", "--out", str(tmp_path / "out"), str(corpus)]
+    out = io.StringIO()
+    try:
+        with redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main()  # click ends with SystemExit(0) on success
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    assert "added 20 tokens" in out.getvalue()
+    assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).config.vocab_size == len(
+        AutoTokenizer.from_pretrained(str(tmp_path / "out")))

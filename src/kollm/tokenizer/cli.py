@@ -44,7 +44,9 @@ def train(
     check_config(cfg)  # fail on a bad option before reading gigabytes
     tok = train_tokenizer(_texts(paths), cfg)
     save_tokenizer(tok, out)
-    typer.echo(f"{method}: {tok.get_vocab_size()} tokens -> {out}")
+    got = tok.get_vocab_size()
+    short = f" (the corpus supports no more than {got} of the {vocab_size} asked for)" if got < vocab_size else ""
+    typer.echo(f"{method}: {got} tokens{short} -> {out}")
 
 
 @app.command("extend")

@@ -24,9 +24,14 @@ from kollm.tokenizer.bbpe import inference_pre_tokenizer
 SENTINEL_CANDIDATES = ("\ue000", "\ue001", "\uf8ff", "\U000f0000", "\U0010fffd")
 
 
-@functools.lru_cache(maxsize=4)
 def get_kiwi(threads: int = 0) -> Any:
-    from kiwipiepy import Kiwi  # loading the model takes ~2 s, so only when asked
+    """One Kiwi per thread count for the whole process (loading its model takes ~2 s and ~100 MB)."""
+    return _kiwi(int(threads))
+
+
+@functools.lru_cache(maxsize=4)
+def _kiwi(threads: int) -> Any:
+    from kiwipiepy import Kiwi
 
     return Kiwi(num_workers=threads if threads > 0 else -1)
 
