@@ -35,6 +35,7 @@ def run(
     workers: int = typer.Option(None, help="worker processes (default 2)"),
     tokenizer: Path = typer.Option(None, help="tokenizer folder (tokenizer.json): also write packed token shards"),
     executor: str = typer.Option(None, help="local | slurm | ray"),
+    verbose: bool = typer.Option(False, "--verbose", help="show datatrove's task logs (always in OUT/logs/)"),
 ) -> None:
     """Clean, filter, mask PII, de-duplicate and shard a Korean corpus; re-run to resume."""
     from kollm.config import build, load_recipe, override, section
@@ -48,8 +49,7 @@ def run(
     )
     if not cfg.inputs:
         raise typer.BadParameter("give --input files/folders or `inputs` in the recipe")
-    _quiet_datatrove()
-    done = run_pipeline(cfg)
+    done = run_pipeline(cfg, verbose)
     if cfg.executor == "local":
         from kollm.data.report import summarize
 
@@ -59,14 +59,6 @@ def run(
             line = f"{r['stage']:>12}: {r['docs_out']:>8} docs {r['bytes_out'] / 1e6:9.2f} MB"
             typer.echo(line + (f"  (removed: {gone})" if gone else ""))
         typer.echo(f"-> {done}/clean, stats in {done}/stats.json, chart {done}/funnel.png")
-
-
-def _quiet_datatrove() -> None:
-    """datatrove logs every step at INFO; keep warnings (the skipped-input lines) on the console."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
 
 
 @app.command("mask")

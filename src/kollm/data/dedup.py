@@ -18,7 +18,8 @@ import numpy as np
 import xxhash
 from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
-from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupCluster, MinhashDedupSignature
+from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
 from kollm.data.quality import KiwiWords
@@ -87,6 +88,45 @@ class ExactSignature(MinhashDedupSignature):
         h = hashlib.blake2b(simplify(self._text).encode(), digest_size=16).digest()
         hi, lo = struct.unpack("<QQ", h)
         return [[hi & _61_BITS, lo & _61_BITS]]
+
+
+class FirstCopyCluster(MinhashDedupCluster):
+    """datatrove's cluster step, except that each cluster keeps its first document (lowest task, then
+    position) instead of an arbitrary one, and always writes cluster sizes.
+
+    The exact and near passes cluster the same documents; with the same rule for the kept copy, the
+    document an exact group keeps is also the one its near cluster keeps, so no text loses every copy.
+    """
+
+    name = "🎯 clusters (first copy kept)"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+        def root(x: tuple[int, int]) -> tuple[int, int]:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]  # path halving keeps the chains short
+                x = parent[x]
+            return x
+
+        with self.track_time():
+            for name in self.input_folder.list_files(glob_pattern="*.dups"):
+                with self.input_folder.open(name, "rb") as f:
+                    for f1, d1, f2, d2 in read_tuples_from_file(f, "4I", lines_to_buffer=self.lines_to_buffer):
+                        a, b = root((f1, d1)), root((f2, d2))
+                        if a != b:
+                            parent[max(a, b)] = min(a, b)
+            roots = {node: root(node) for node in sorted(parent)}
+            size: dict[tuple[int, int], int] = {}
+            for r in roots.values():
+                size[r] = size.get(r, 0) + 1
+            with self.output_folder.get_output_file_manager(mode="wb") as out:
+                for (task, doc), r in roots.items():
+                    if (task, doc) != r:
+                        out.write(f"{task:06d}.remove", struct.pack("<I", doc))
+                        self.stat_update("to_remove")
+                    out.write(f"{task:06d}.sizes", struct.pack("<II", doc, size[r]))
+        return iter(())
 
 
 def load_removals(folder: DataFolderLike, rank: int) -> tuple[set[int], dict[int, int]]:

@@ -1,35 +1,50 @@
 """`kollm data run`: the corpus pipeline as a chain of datatrove executors.
 
-    clean (N tasks): read -> normalize -> repair -> quality -> pii -> [hand-off + exact hashes]
-    exact buckets (1) -> exact clusters (1)
-    exact filter (N): hand-off -> drop exact copies -> [hand-off + MinHash signatures]
-    minhash buckets (B) -> minhash clusters (1)
-    final (N): hand-off -> drop near copies -> clean jsonl/parquet shards [-> token shards]
+    clean (N tasks): read -> normalize -> repair -> quality -> pii -> hand-off file
+                     -> exact-duplicate hashes -> MinHash signatures
+    exact buckets (1) -> exact clusters (1) -> near buckets (B) -> near clusters (1)
+    dedup (N): hand-off file -> drop exact copies -> drop near copies -> clean shards [-> token shards]
     report (1): stats.json, funnel.png
 
-Only the executor class differs between a laptop (local processes), Slurm and Ray; datatrove's
-per-task completion markers (logs/<step>/completions/) make a re-run do only the unfinished tasks.
-A task that was killed rewrites its own output files from the start, so nothing is duplicated.
+All per-document work is one step, so N workers split nearly all of the time; the bucket and cluster
+steps need every task's signatures, so they are separate steps (and quick). Only the executor class
+differs between a laptop (local processes), Slurm and Ray (executors.py); datatrove's per-task
+completion markers (logs/<step>/completions/) make a re-run do only the unfinished tasks. A task that
+was killed rewrites its own output files from the start, so nothing is duplicated.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from datatrove.utils.hashing import HashConfig
 
-from kollm.data.dedup import ExactSignature, KoreanMinhashSignature
+from kollm.data.dedup import ExactSignature, FirstCopyCluster, KoreanMinhashSignature
+from kollm.data.executors import make_executor
 from kollm.data.pipeline_config import PipelineConfig
 from kollm.data.quality import QualityRules
 from kollm.data.report import Report
 from kollm.data.shards import TokenShardWriter
 from kollm.data.sources import list_input_files
-from kollm.data.steps import Dedup, MaskPII, Normalize, QualityFilter, ReadSources, RepairLines, WriteStage, adapter
+from kollm.data.steps import (
+    Dedup,
+    MaskPII,
+    Normalize,
+    QualityFilter,
+    ReadSources,
+    ReadStage,
+    RepairLines,
+    WriteStage,
+    adapter,
+)
 from kollm.errors import KollmError
 from kollm.files import write_json
 
@@ -49,31 +64,7 @@ def _plan_tasks(cfg: PipelineConfig, files: list[Path]) -> int:
     return tasks
 
 
-def _executor(cfg: PipelineConfig, pipeline: list, tasks: int, name: str, depends: Any) -> Any:
-    logs = f"{cfg.out}/logs/{name}"
-    if cfg.executor == "local":
-        return LocalPipelineExecutor(
-            pipeline, tasks=tasks, workers=min(cfg.workers, tasks), logging_dir=logs, depends=depends
-        )
-    if cfg.executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        if not cfg.slurm_partition:
-            raise KollmError("executor = slurm needs slurm_partition (the queue to submit to)")
-        return SlurmPipelineExecutor(
-            pipeline, tasks=tasks, time=cfg.slurm_time, partition=cfg.slurm_partition, logging_dir=logs,
-            job_name=f"kollm-{name}", depends=depends, workers=cfg.workers if cfg.workers > 0 else -1,
-        )
-    if cfg.executor == "ray":
-        try:
-            from datatrove.executor.ray import RayPipelineExecutor
-        except ImportError:
-            raise KollmError("executor = ray needs Ray: pip install 'ray[default]'") from None
-        return RayPipelineExecutor(pipeline, tasks=tasks, workers=cfg.workers, logging_dir=logs, depends=depends)
-    raise KollmError(f"executor must be local, slurm or ray, not {cfg.executor!r}")
-
-
-def build_executors(cfg: PipelineConfig) -> list[Any]:
+def build_executors(cfg: PipelineConfig, verbose: bool = False) -> list[Any]:
     """The executors in order; each depends on the one before (running the last runs them all)."""
     files = list_input_files(cfg.inputs)
     if not files:
@@ -81,63 +72,109 @@ def build_executors(cfg: PipelineConfig) -> list[Any]:
     tasks = _plan_tasks(cfg, files)
     out, work = cfg.out, f"{cfg.out}/work"
     removed = f"{out}/removed" if cfg.keep_removed else None
-    steps: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file)]
+    clean: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file)]
     if cfg.normalize:
-        steps.append(Normalize(cfg.html_to_text, removed))
+        clean.append(Normalize(cfg.html_to_text, removed))
     if cfg.repair_lines != "off":
-        steps.append(RepairLines(cfg.repair_lines))
+        clean.append(RepairLines(cfg.repair_lines))
     if cfg.quality:
         rules = QualityRules(
             min_chars=cfg.min_chars, max_chars=cfg.max_chars, min_hangul_share=cfg.min_hangul_share,
             spam_min_hits=cfg.spam_min_hits, fineweb2=cfg.fineweb2_filters,
         )
-        steps.append(QualityFilter(rules, removed))
+        clean.append(QualityFilter(rules, removed))
     if cfg.mask_pii:
-        steps.append(MaskPII())
+        clean.append(MaskPII())
 
-    executors: list[Any] = []
-    stage = "clean"
-    passes = []
+    passes: list[tuple[str, Any]] = []
     if cfg.exact_dedup:
-        passes.append(("exact", None))
+        passes.append(("exact", ExactSignature(f"{work}/exact/sigs")))
     if cfg.near_dedup:
         mh = MinhashConfig(
             n_grams=cfg.shingle_size, num_buckets=cfg.minhash_buckets, hashes_per_bucket=cfg.minhash_hashes_per_bucket,
             hash_config=HashConfig(64, "xxhash"),
         )
-        passes.append(("near", mh))
-    for kind, mh in passes:
-        hand_off, d = f"{work}/{stage}", f"{work}/{kind}"
-        sig = ExactSignature(f"{d}/sigs") if mh is None else KoreanMinhashSignature(f"{d}/sigs", mh, cfg.shingle)
-        config = sig.config
-        steps += [WriteStage(hand_off), sig]
-        for name, pipeline, n in (
-            (stage, steps, tasks),
-            (f"{kind}-buckets", [MinhashDedupBuckets(f"{d}/sigs", f"{d}/buckets", config=config)], config.num_buckets),
-            (f"{kind}-clusters", [MinhashDedupCluster(f"{d}/buckets", f"{d}/clusters", config=config,
-                                                      save_cluster_size=True)], 1),
-        ):
-            executors.append(_executor(cfg, pipeline, n, name, executors[-1] if executors else None))
-        stage = f"{kind}-dedup"
-        steps = [Dedup(hand_off, f"{d}/clusters", f"{kind}_dedup", removed)]
+        passes.append(("near", KoreanMinhashSignature(f"{work}/near/sigs", mh, cfg.shingle)))
+    final: list = []
+    if passes:
+        # each signature step consumes the documents, so the next one re-reads the task's hand-off file
+        clean.append(WriteStage(f"{work}/docs"))
+        for i, (_, sig) in enumerate(passes):
+            clean += [ReadStage(f"{work}/docs")] if i else []
+            clean.append(sig)
+        final.append(ReadStage(f"{work}/docs"))
+    plan: list[tuple[str, list, int]] = [("clean", clean, tasks)]
+    for kind, sig in passes:
+        d = f"{work}/{kind}"
+        plan += [
+            (f"{kind}-buckets", [MinhashDedupBuckets(f"{d}/sigs", f"{d}/buckets", config=sig.config)],
+             sig.config.num_buckets),
+            (f"{kind}-clusters", [FirstCopyCluster(f"{d}/buckets", f"{d}/clusters", config=sig.config)], 1),
+        ]
+        final.append(Dedup(f"{d}/clusters", f"{kind}_dedup", removed))
 
     if cfg.output_format == "parquet":
-        steps.append(ParquetWriter(f"{out}/clean", output_filename="${rank}.parquet", adapter=adapter))
+        final.append(ParquetWriter(f"{out}/clean", output_filename="${rank}.parquet", adapter=adapter))
     elif cfg.output_format == "jsonl":
-        steps.append(JsonlWriter(f"{out}/clean", output_filename="${rank}.jsonl.gz", adapter=adapter))
+        final.append(JsonlWriter(f"{out}/clean", output_filename="${rank}.jsonl.gz", adapter=adapter))
     else:
         raise KollmError(f"output_format must be jsonl or parquet, not {cfg.output_format!r}")
     if cfg.tokenizer:
-        steps.append(TokenShardWriter(cfg.tokenizer, f"{out}/tokens"))
-    executors.append(_executor(cfg, steps, tasks, stage, executors[-1] if executors else None))
-    executors.append(_executor(cfg, [Report(out)], 1, "report", executors[-1]))
+        final.append(TokenShardWriter(cfg.tokenizer, f"{out}/tokens"))
+    if passes:
+        plan.append(("dedup", final, tasks))
+    else:
+        clean += final  # nothing to cluster: the documents go straight to the writers
+    plan.append(("report", [Report(out)], 1))
+
+    executors: list[Any] = []
+    for name, pipeline, n in plan:
+        executors.append(make_executor(cfg, pipeline, n, name, executors[-1] if executors else None, verbose))
     return executors
 
 
-def run_pipeline(cfg: PipelineConfig) -> Path:
-    """Run (or finish) the pipeline; returns the output folder."""
+@contextmanager
+def _output_lock(out: Path):
+    """One run per output folder. The lock is an flock on OUT/.lock: forked workers inherit it, so it
+    is held until the last process of a run is gone (a worker orphaned by a killed parent included),
+    and the kernel drops it by itself, so a crash never leaves a stale lock."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise KollmError(f"{out} is in use by another `kollm data run` (pid {holder}); wait for it to end, "
+                             f"or stop it, before running again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_pipeline(cfg: PipelineConfig, verbose: bool = False) -> Path:
+    """Run (or finish) the pipeline; returns the output folder. `verbose` shows datatrove's task logs."""
     if cfg.workers < 1:
         raise KollmError(f"--workers must be at least 1, got {cfg.workers}")
-    executors = build_executors(cfg)
-    executors[-1].run()  # runs the chain it depends on first (or submits it, on Slurm)
-    return Path(cfg.out)
+    out = Path(cfg.out)
+    with _output_lock(out), _console(verbose):
+        executors = build_executors(cfg, verbose)
+        executors[-1].run()  # runs the chain it depends on first (or submits it, on Slurm)
+    return out
+
+
+@contextmanager
+def _console(verbose: bool):
+    """datatrove logs every step at INFO on the driver too (Ray, Slurm submission): warnings only, unless
+    verbose; afterwards its default console logger is back."""
+    from datatrove.utils.logging import logger, setup_default_logger
+
+    if not verbose:
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    try:
+        yield
+    finally:
+        setup_default_logger()

@@ -19,6 +19,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.logging import logger
 
 from kollm.data.dedup import load_removals
+from kollm.data.executors import count_doc
 from kollm.data.normalize import normalize_text
 from kollm.data.pii import mask_pii
 from kollm.data.quality import QualityRules, build_checks
@@ -27,7 +28,8 @@ from kollm.data.sources import iter_documents
 
 
 def to_row(doc: Document) -> dict:
-    return {"id": doc.id, "text": doc.text, **doc.metadata}
+    """A document as a flat row; metadata keys starting with _ are kollm's own bookkeeping, never written."""
+    return {"id": doc.id, "text": doc.text, **{k: v for k, v in doc.metadata.items() if not k.startswith("_")}}
 
 
 def adapter(_writer: object, doc: Document) -> dict:
@@ -104,6 +106,7 @@ class ReadSources(KollmStep):
                     continue
                 doc = Document(text=row["text"], id=row["id"], metadata={"source": row["source"]})
                 self.count("out", doc)
+                count_doc()
                 yield doc
 
 
@@ -184,30 +187,51 @@ def read_stage(folder: str, rank: int) -> Iterator[Document]:
     if not df.isfile(f"{rank:05d}.jsonl"):
         return
     with df.open(f"{rank:05d}.jsonl", "rt") as f:
-        for line in f:
+        for pos, line in enumerate(f):
             row = json.loads(line)
-            yield Document(text=row.pop("text"), id=row.pop("id"), metadata=row)
+            yield Document(text=row.pop("text"), id=row.pop("id"), metadata={**row, "_pos": pos})
+
+
+class ReadStage(PipelineStep):
+    """Reads back a task's hand-off file (the documents that passed the per-document stages)."""
+
+    type = "🇰🇷 kollm"
+    name = "hand-off read"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data is not None:  # the step before passes documents on: drain it so its files are complete
+            for _ in data:
+                pass
+        yield from read_stage(self.folder, rank)
 
 
 class Dedup(KollmStep):
-    """Reads a task's hand-off file and drops the documents the cluster step marked."""
+    """Drops the documents the cluster step marked for this task; keeps the others' cluster sizes.
 
-    def __init__(self, stage_folder: str, cluster_folder: str, name: str, removed_dir: str | None = None) -> None:
+    Both passes cluster every document (exact and near signatures are made in the same step), and the
+    cluster step keeps each cluster's first document, so an exact copy's kept original is also the one
+    the near pass keeps (identical texts have identical MinHash). A near cluster is only counted when it
+    holds more than the document's exact copies.
+    """
+
+    def __init__(self, cluster_folder: str, name: str, removed_dir: str | None = None) -> None:
         self.name = name  # before super().__init__, which names the stats after it
         super().__init__(removed_dir)
-        self.stage_folder, self.cluster_folder = stage_folder, cluster_folder
+        self.cluster_folder = cluster_folder
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self._remove, self._sizes = load_removals(self.cluster_folder, rank)
-        self._idx = -1
-        return super().run(read_stage(self.stage_folder, rank), rank, world_size)
+        return super().run(data, rank, world_size)
 
     def process(self, doc: Document) -> Document | str:
-        self._idx += 1  # the signature step numbered documents in this same order
-        if self._idx in self._remove:
+        if doc.metadata["_pos"] in self._remove:
             return "duplicate"
-        size = self._sizes.get(self._idx)
-        if size:
+        size = self._sizes.get(doc.metadata["_pos"])
+        if size and size > doc.metadata.get("exact_dedup_cluster_size", 1):
             doc.metadata[f"{self.name}_cluster_size"] = size
             self.stat_update("clusters")
             self.stat_update("cluster_size", value=size, unit="cluster")
