@@ -28,7 +28,7 @@ DEFAULT_OUT = Path("kollm-out")
 
 @app.command()
 def train(
-    recipe: Path = typer.Option(None, help="TOML recipe with [model] and [train] sections"),
+    recipe: Path = typer.Option(None, help="TOML recipe with model, train (and optional tokenizer) sections"),
     data: Path = typer.Option(None, help="training corpus (.jsonl with a `text` field)"),
     val: Path = typer.Option(None, help="validation corpus (.jsonl); val bits-per-byte is logged on it"),
     tokenizer: Path = typer.Option(None, help="tokenizer folder (tokenizer.json)"),
@@ -36,12 +36,21 @@ def train(
     depth: int = typer.Option(None, help="model depth: sets width, heads and MLP size"),
     time_budget: float = typer.Option(None, help="stop (saving cleanly) after this many seconds"),
     max_steps: int = typer.Option(None, help="stop after this many optimiser steps"),
-    resume: bool = typer.Option(False, help="continue from the checkpoint in --out"),
+    max_tokens: int = typer.Option(None, help="stop after this many training tokens"),
+    optimizer: str = typer.Option(None, help="adamw | muon | adamp"),
+    batch_size: int = typer.Option(None, help="sequences per optimiser step over all processes (0 = derived)"),
+    lr: float = typer.Option(None, help="AdamW/AdamP learning rate (0 = derived from the model size)"),
+    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+    resume: bool = typer.Option(False, help="continue from the latest complete checkpoint in --out"),
 ) -> None:
-    """Pretrain a decoder-only LM; the best model is exported as a Hugging Face folder in OUT/model."""
+    """Pretrain a decoder-only LM; the best model is exported as a Hugging Face folder in OUT/model.
+
+    Shard over K processes with: torchrun --nproc_per_node K -m kollm.cli train ...
+    """
     from kollm.train.run import train_from_cli
 
-    train_from_cli(recipe, data, val, tokenizer, out, depth, time_budget, max_steps, resume)
+    train_from_cli(recipe, data, val, tokenizer, out, depth, time_budget, max_steps, resume,
+                   max_tokens=max_tokens, optimizer=optimizer, batch_size=batch_size, lr=lr, compile=compile_)
 
 
 @app.command("eval")

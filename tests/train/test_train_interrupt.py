@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-import torch
 from conftest import korean_texts, run_kollm, write_jsonl
+
+from kollm.train.checkpoint import latest_valid, read_trainer_state
 
 
 def test_ctrl_c_keeps_checkpoint_and_resume_continues(tmp_path, tiny_tokenizer):
@@ -29,9 +30,9 @@ def test_ctrl_c_keeps_checkpoint_and_resume_continues(tmp_path, tiny_tokenizer):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state = read_trainer_state(latest_valid(out))
     assert state["step"] >= 20
     assert not [p for p in os.listdir(out / "checkpoint") if p.endswith(".tmp")]
     r = run_kollm("train", *args[1:-1], str(state["step"] + 10), "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == state["step"] + 10
+    assert read_trainer_state(latest_valid(out))["step"] == state["step"] + 10

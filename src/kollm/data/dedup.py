@@ -61,7 +61,8 @@ class KoreanMinhashSignature(MinhashDedupSignature):
 
     def get_shingles(self, text: str) -> np.ndarray:
         grams = shingle(text, self.unit, self.config.n_grams)
-        return np.fromiter((xxhash.xxh64_intdigest(g.encode()) for g in grams), dtype=np.uint64, count=len(grams)).reshape(-1, 1)
+        hashes = (xxhash.xxh64_intdigest(g.encode()) for g in grams)
+        return np.fromiter(hashes, dtype=np.uint64, count=len(grams)).reshape(-1, 1)
 
 
 class ExactSignature(MinhashDedupSignature):

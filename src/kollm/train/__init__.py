@@ -1,4 +1,4 @@
-"""Stage 3: pretrain decoder-only LMs (float32 on CPU, bf16 on capable GPUs)."""
+"""Stage 4: pretrain decoder-only LMs (float32 on CPU, bf16 on capable GPUs; FSDP2 under torchrun)."""
 
 from kollm.train.config import TrainConfig
 from kollm.train.loop import TrainResult, train_model

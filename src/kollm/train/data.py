@@ -1,10 +1,16 @@
-"""Training batches: all documents tokenized into one stream (BOS doc EOS BOS doc EOS ...), and
-random windows of it. The sampler's RNG is part of the checkpoint, so a resumed run sees exactly
-the batches the uninterrupted run would have seen."""
+"""Training batches from raw text (tokenized once, in memory) or packed token shards (memory-mapped).
+
+Each step draws `batch_size` random windows from one RNG that every process seeds identically; process r
+takes rows [r*B/W, (r+1)*B/W), then cuts them into micro-batches. So the data of a step does not depend
+on the world size (what makes 2 processes match 1 process with gradient accumulation), and the RNG state
+is the whole data-loader position: it goes in the checkpoint, and a resumed run sees the same batches.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,29 +19,59 @@ from tqdm import tqdm
 from kollm.errors import KollmError
 
 
-def tokenize_stream(tokenizer: object, texts: Sequence[str]) -> np.ndarray:
+def tokenize_stream(tokenizer: object, texts: Sequence[str], show: bool = True) -> np.ndarray:
+    """BOS doc EOS BOS doc EOS ... as one int32 array."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     parts = []
-    for text in tqdm(texts, desc="tokenize", unit="doc", leave=False):
-        parts.append(np.asarray([bos, *tokenizer.encode(text, add_special_tokens=False), eos], dtype=np.int64))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    for text in tqdm(texts, desc="tokenize", unit="doc", leave=False, disable=not show):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        parts.append(np.asarray([x for x in (bos, *ids, eos) if x is not None], dtype=np.int32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def is_shard_folder(path: str | Path) -> bool:
+    return (Path(path) / "shards.json").is_file()
+
+
+def check_shards(path: str | Path, vocab: int) -> None:
+    """Cheap checks (no token read) so a mismatch fails before any compute."""
+    meta = json.loads((Path(path) / "shards.json").read_text())
+    if meta.get("vocab_size", 0) > vocab:
+        raise KollmError(f"token shards in {path} use a {meta['vocab_size']}-token vocabulary but the tokenizer "
+                         f"has {vocab}; tokenize with the same tokenizer you train with")
+    if not list(Path(path).glob("tokens-*.bin")):
+        raise KollmError(f"{path} has shards.json but no tokens-*.bin files; rerun `kollm data run --tokenizer`")
+
+
+def open_token_segments(path: str | Path) -> list[np.ndarray]:
+    from kollm.data.shards import open_shards
+
+    return [s.tokens for s in open_shards(path).shards if len(s.tokens)]
 
 
 class BatchSampler:
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int) -> None:
-        if len(tokens) < seq_len + 2:
-            raise KollmError(
-                f"training text is only {len(tokens)} tokens, shorter than one sequence of {seq_len}; "
-                "give more text or a smaller max_seq_len"
-            )
-        self.tokens = torch.from_numpy(tokens)
-        self.batch_size, self.seq_len = batch_size, seq_len
+    def __init__(self, segments: Sequence[np.ndarray], batch_size: int, seq_len: int, seed: int,
+                 rank: int = 0, world: int = 1) -> None:
+        self.segments = [s for s in segments if len(s) >= seq_len + 1]
+        if not self.segments:
+            total = sum(len(s) for s in segments)
+            raise KollmError(f"training text is only {total} tokens, shorter than one sequence of {seq_len}; "
+                             "give more text or a smaller max_seq_len")
+        # valid window starts per segment; a draw in [0, total) maps to (segment, offset)
+        self.starts = np.cumsum([0] + [len(s) - seq_len for s in self.segments])
+        self.batch_size, self.seq_len, self.rank, self.world = batch_size, seq_len, rank, world
         self.rng = np.random.default_rng(seed)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = self.rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
-        idx = torch.from_numpy(starts)[:, None] + torch.arange(self.seq_len + 1)
-        chunk = self.tokens[idx]
+        """This rank's share of the next global batch: (inputs, targets), each [B/W, seq_len]."""
+        draws = self.rng.integers(0, self.starts[-1], size=self.batch_size)
+        per = self.batch_size // self.world
+        rows = []
+        for g in draws[self.rank * per:(self.rank + 1) * per]:
+            seg = int(np.searchsorted(self.starts, g, side="right")) - 1
+            off = int(g - self.starts[seg])
+            rows.append(np.asarray(self.segments[seg][off:off + self.seq_len + 1], dtype=np.int64))
+        chunk = torch.from_numpy(np.stack(rows))
         return chunk[:, :-1], chunk[:, 1:]
 
     def state_dict(self) -> dict:

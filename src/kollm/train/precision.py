@@ -18,3 +18,11 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def configure(device: torch.device, threads: int = 0) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":  # TF32 for the float32 parts (optimizer math stays float32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

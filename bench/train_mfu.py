@@ -1,0 +1,68 @@
+"""Training-loop throughput and MFU at a given model size, against the fp32 matmul peak measured at start.
+
+    python bench/train_mfu.py --depth 4 --width 256 --vocab 4096 --seq 256 --batch 32 --steps 20 [--compile]
+
+Prints one JSON line. MFU counts 6 FLOPs/parameter/token for every matmul (head included, embedding not) plus
+causal attention, the convention kollm.train.mfu uses in the training progress bar. The machine is shared:
+run `uptime` alongside and report the load with any number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from kollm.model import KollmLM, ModelConfig
+from kollm.train.mfu import flops_per_token, measure_matmul_peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--width", type=int, default=0)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--optimizer", default="adamw")
+    ap.add_argument("--compile", action="store_true")
+    a = ap.parse_args()
+    cfg = ModelConfig(depth=a.depth, width=a.width, vocab_size=a.vocab, max_seq_len=a.seq).resolved()
+    torch.manual_seed(0)
+    model = KollmLM(cfg)
+    from kollm.train.config import TrainConfig
+    from kollm.train.optim import make_optimizers
+
+    opts = make_optimizers(model, TrainConfig(optimizer=a.optimizer, lr=1e-3))
+    loss_fn = torch.compile(model.loss) if a.compile else model.loss
+    x = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
+    peak = measure_matmul_peak(torch.device("cpu"), torch.float32)
+
+    def step() -> None:
+        loss_fn(x[:, :-1], x[:, 1:]).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    dt = time.perf_counter() - t0
+    tok_s = a.batch * a.seq * a.steps / dt
+    mfu = flops_per_token(cfg, a.seq) * tok_s / peak
+    peak_after = measure_matmul_peak(torch.device("cpu"), torch.float32)
+    print(json.dumps({"depth": a.depth, "width": cfg.width, "vocab": a.vocab, "seq": a.seq, "batch": a.batch,
+                      "optimizer": a.optimizer, "compile": a.compile, "tok_s": round(tok_s),
+                      "peak_gflops": round(peak / 1e9, 1), "peak_after_gflops": round(peak_after / 1e9, 1),
+                      "mfu": round(mfu, 3), "threads": torch.get_num_threads(), "load": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()

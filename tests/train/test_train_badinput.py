@@ -1,0 +1,61 @@
+"""Bad input fails with one clear KollmError before any compute starts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import korean_texts, write_jsonl
+
+from kollm.errors import KollmError
+from kollm.train.run import train_from_cli
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_tokenizer):
+    tok = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tok)
+    data = write_jsonl(tmp_path / "train.jsonl", korean_texts(40))
+
+    def train(recipe: str, out: str = "run", resume: bool = False, depth: int | None = None, data_path=data):
+        path = tmp_path / "r.toml"
+        path.write_text(recipe)
+        return train_from_cli(path, data_path, None, tok, tmp_path / out, depth, None, None, resume)
+
+    return train, tmp_path
+
+
+TINY = "[model]\nmax_seq_len = 32\n[train]\nbatch_size = 2\nmax_steps = 2\neval_every_s = 1e9\nsample_tokens = 0\n" \
+       "tensorboard = false\n"
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("[train]\nlearning_rate = 0.1\n", "unknown recipe key [train] learning_rate"),
+    ("[trainer]\nlr = 0.1\n", "unknown recipe section [trainer]"),
+    ("[model]\ndepth = 2\nn_heads = 3\n", "does not divide width"),
+    ("[model]\ndepth = 2\nn_kv_heads = 3\n", "must divide n_heads"),
+    ("[model]\nvocab_size = 10\n[train]\nmax_steps = 1\n", "smaller than the tokenizer's"),
+    ("[train]\nbatch_size = 6\nmicro_batch_size = 4\nmax_steps = 1\n", "micro_batch_size=4 does not divide"),
+    ("[train]\noptimizer = \"sgd\"\nmax_steps = 1\n", "unknown optimizer 'sgd'"),
+    ("[train]\nmax_steps = -1\n", "max_steps must be >= 0"),
+])
+def test_bad_recipe_is_one_clear_error(setup, recipe, message):
+    train, _ = setup
+    with pytest.raises(KollmError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        train(recipe)
+
+
+def test_missing_data_and_tokenizer(setup, tmp_path):
+    train, _ = setup
+    with pytest.raises(KollmError, match="does not exist"):
+        train(TINY, data_path=tmp_path / "nope.jsonl")
+    with pytest.raises(KollmError, match="no tokenizer"):
+        train_from_cli(None, tmp_path / "train.jsonl", None, None, tmp_path / "x", None, None, 1, False)
+
+
+def test_resume_needs_a_checkpoint_of_the_same_model(setup):
+    train, tmp = setup
+    with pytest.raises(KollmError, match="nothing to resume"):
+        train(TINY, resume=True)
+    train(TINY, depth=1)
+    with pytest.raises(KollmError, match="belongs to a different model .*depth 1 vs 2"):
+        train(TINY, resume=True, depth=2)
+    assert sorted(p.name for p in (tmp / "run" / "checkpoint").iterdir()) == ["step-00000002"]
