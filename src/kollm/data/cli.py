@@ -29,8 +29,8 @@ def prepare(
 
 @app.command("run")
 def run(
-    recipe: Path = typer.Option(None, help="TOML recipe with a [data_pipeline] section (see recipes/data-ko.toml)"),
-    input: list[Path] = typer.Option(None, "--input", help="files or folders: jsonl[.gz|.zst], txt, parquet, xml.bz2"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a data_pipeline section (see recipes/data-ko.toml)"),
+    input: list[Path] = typer.Option(None, "--input", help="files or folders: jsonl(.gz|.zst), txt, parquet, xml.bz2"),
     out: Path = typer.Option(None, help="output folder: clean/, tokens/, removed/, stats.json, funnel.png"),
     workers: int = typer.Option(None, help="worker processes (default 2)"),
     tokenizer: Path = typer.Option(None, help="tokenizer folder (tokenizer.json): also write packed token shards"),
