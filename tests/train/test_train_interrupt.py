@@ -20,14 +20,20 @@ def test_ctrl_c_keeps_checkpoint_and_resume_continues(tmp_path, tiny_tokenizer):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--tokenizer", str(tok_dir), "--out", str(out), "--depth", "1",
             "--max-steps", "100000"]
-    proc = subprocess.Popen([sys.executable, "-m", "kollm.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # A shell that starts jobs in the background (CI runners, `cmd &`) hands them SIGINT ignored, and Python
+    # then never installs its Ctrl-C handler; restore the default so the child behaves like a terminal job.
+    # Output goes to files so a full pipe can never stall the trainer.
+    log = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "kollm.cli", *args], stdout=subprocess.DEVNULL, stderr=log,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    log.seek(0)
+    err = log.read()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     state = read_trainer_state(latest_valid(out))
