@@ -2,9 +2,8 @@
 
 torch's Muon orthogonalises in bfloat16, which CPUs without AMX emulate ~500x slower than float32 (measured:
 Muon steps 15x slower than AdamW at depth 2 on this machine). Same update rule, state layout
-("momentum_buffer") and hyperparameters as torch.optim.Muon; only the iteration's dtype differs. Under FSDP2
-a gradient is a DTensor shard: the iteration needs the whole matrix, so it is gathered, orthogonalised
-(identically on every rank) and each rank keeps its own slice.
+("momentum_buffer") and hyperparameters as torch.optim.Muon; only the iteration's dtype differs, and
+same-shape matrices are orthogonalised together.
 """
 
 from __future__ import annotations
@@ -17,27 +16,42 @@ from torch import Tensor
 
 
 def newton_schulz(g: Tensor, coeffs: tuple[float, float, float], steps: int, eps: float, dtype: torch.dtype) -> Tensor:
+    """Orthogonalise a matrix (m, n), or a stack of same-shape matrices (k, m, n) all in one iteration."""
     a, b, c = coeffs
-    x = g.to(dtype)
-    if g.size(0) > g.size(1):
-        x = x.T
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
+    single = g.dim() == 2
+    x = g.to(dtype)[None] if single else g.to(dtype)
+    tall = g.size(-2) > g.size(-1)
+    if tall:
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    if g.size(0) > g.size(1):
-        x = x.T
-    return x.to(g.dtype)
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    if tall:
+        x = x.mT
+    return (x[0] if single else x).to(g.dtype)
 
 
-def _orthogonalise(update: Tensor, group: dict, dtype: torch.dtype) -> Tensor:
+def orthogonalise_all(updates: list[Tensor], group: dict, dtype: torch.dtype) -> list[Tensor]:
+    """Newton-Schulz on every update, batched by shape: a depth-L model has L matrices of each shape, and one
+    batched matmul on L of them runs faster than L small ones (measured at width 192: 45 ms vs 59 ms per step).
+    Under FSDP2 an update is a DTensor shard: the iteration needs the whole matrix, so it is gathered,
+    orthogonalised (identically on every rank) and each rank keeps its own slice."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    args = (group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
-    if isinstance(update, DTensor):
-        full = newton_schulz(update.full_tensor(), *args)
-        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
-    return newton_schulz(update, *args)
+    full = [u.full_tensor() if isinstance(u, DTensor) else u for u in updates]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, u in enumerate(full):
+        by_shape.setdefault(tuple(u.shape), []).append(i)
+    out: list[Tensor] = [torch.empty(0)] * len(full)
+    for idx in by_shape.values():
+        ortho = newton_schulz(torch.stack([full[i] for i in idx]), group["ns_coefficients"], group["ns_steps"],
+                              group["eps"], dtype)
+        for j, i in enumerate(idx):
+            u = updates[i]
+            out[i] = (distribute_tensor(ortho[j], u.device_mesh, u.placements, src_data_rank=None)
+                      if isinstance(u, DTensor) else ortho[j])
+    return out
 
 
 class Muon(torch.optim.Muon):
@@ -55,10 +69,12 @@ class Muon(torch.optim.Muon):
             params, grads, bufs = [], [], []
             self._init_group(group, params, grads, bufs)
             lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
-            for p, g, buf in zip(params, grads, bufs, strict=True):
+            updates = []
+            for g, buf in zip(grads, bufs, strict=True):
                 buf.lerp_(g, 1 - mom)
-                update = g.lerp(buf, mom) if group["nesterov"] else buf
-                update = _orthogonalise(update, group, self.ns_dtype)
+                updates.append(g.lerp(buf, mom) if group["nesterov"] else buf)
+            updates = orthogonalise_all(updates, group, self.ns_dtype)
+            for p, update in zip(params, updates, strict=True):
                 a, b = p.shape[:2]
                 scale = {"match_rms_adamw": 0.2 * math.sqrt(max(a, b)), "original": math.sqrt(max(1, a / b)),
                          None: math.sqrt(max(1, a / b))}.get(group["adjust_lr_fn"], 1.0)
