@@ -60,7 +60,9 @@ def main() -> None:
     from kollm.train.optim import make_optimizers
 
     opts = make_optimizers(model, TrainConfig(optimizer=a.optimizer, lr=1e-3))
-    loss_fn = torch.compile(model.loss) if a.compile else model.loss
+    if a.compile:
+        model.compile_blocks()  # as `compile = true` in a recipe
+    loss_fn = model.loss
     x = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     peak = measure_matmul_peak(torch.device("cpu"), torch.float32)
 

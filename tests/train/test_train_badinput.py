@@ -59,3 +59,16 @@ def test_resume_needs_a_checkpoint_of_the_same_model(setup):
     with pytest.raises(KollmError, match="belongs to a different model .*depth 1 vs 2"):
         train(TINY, resume=True, depth=2)
     assert sorted(p.name for p in (tmp / "run" / "checkpoint").iterdir()) == ["step-00000002"]
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+    import shutil
+
+    import torch
+
+    from kollm.train.precision import check_compiler
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(KollmError, match="C\\+\\+ compiler"):
+        check_compiler(torch.device("cpu"))

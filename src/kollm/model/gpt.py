@@ -105,7 +105,15 @@ class KollmLM(nn.Module):
         cos, sin = rope_cache(cfg, cfg.max_seq_len)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
+        self.train_layers: list[nn.Module] | None = None  # compiled blocks for the training path (compile_blocks)
         self.reset_parameters()
+
+    def compile_blocks(self) -> None:
+        """torch.compile each block for the training forward only (fixed shapes, so one compilation): it fuses
+        rotary, QK-norm, RMSNorm and SwiGLU between the matmuls (measured ~10% faster per step on the 2-core
+        CPU, while compiling the whole loss was slower). Scoring and generation, whose shapes vary, stay eager.
+        A plain list, not a submodule: the state dict keeps HF's names."""
+        self.train_layers = [torch.compile(block) for block in self.model.layers]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -130,7 +138,8 @@ class KollmLM(nn.Module):
             raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={self.cos.shape[0]}")
         cos, sin = self.cos[:T], self.sin[:T]
         x = self.model.embed_tokens(idx)
-        for block in self.model.layers:
+        layers = self.train_layers if targets is not None and self.train_layers and self.training else self.model.layers
+        for block in layers:
             x = block(x, cos, sin)
         x = self.model.norm(x)
         if targets is not None:

@@ -45,6 +45,6 @@ class TrainConfig:
     keep_checkpoints: int = 2  # older complete checkpoints are deleted; >= 2 leaves a fallback if one is corrupt
     log_every: int = 10
     tensorboard: bool = True
-    compile: bool = False  # torch.compile the model (measure first: see bench/SPEEDRUN.md)
+    compile: bool = False  # torch.compile each block for training (needs a C++ compiler on CPU; bench/SPEEDRUN.md)
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default (every core)
     seed: int = 0

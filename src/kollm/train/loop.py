@@ -27,7 +27,7 @@ from kollm.train.metrics import MetricsLog
 from kollm.train.mfu import flops_per_token, measure_matmul_peak
 from kollm.train.optim import lr_factor, make_optimizers
 from kollm.train.plots import plot_run
-from kollm.train.precision import configure, pick_dtype
+from kollm.train.precision import check_compiler, configure, pick_dtype
 
 SAMPLE_PROMPT = "대한민국의 수도는"
 
@@ -86,7 +86,10 @@ class Trainer:
         self.model = KollmLM(self.model_cfg).to(self.device)
         if info.sharded:
             shard_model(self.model, info, self.dtype)
-        self.loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
+        if cfg.compile:
+            check_compiler(self.device)
+            self.model.compile_blocks()
+        self.loss_fn = self.model.loss
         self.optimizers = make_optimizers(self.model, cfg, self.dtype)
         for opt in self.optimizers:
             for g in opt.param_groups:

@@ -26,3 +26,15 @@ def configure(device: torch.device, threads: int = 0) -> None:
     if device.type == "cuda":  # TF32 for the float32 parts (optimizer math stays float32)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile on CPU generates C++ and needs a compiler; say so before training starts, not mid-step."""
+    import os
+    import shutil
+
+    from kollm.errors import KollmError
+
+    if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise KollmError("compile = true needs a C++ compiler for torch.compile on CPU (none found: no g++, "
+                         "clang++ or $CXX); install one (apt install g++) or set compile = false")
