@@ -62,12 +62,11 @@ def main() -> None:
     opts = make_optimizers(model, TrainConfig(optimizer=a.optimizer, lr=1e-3))
     if a.compile:
         model.compile_blocks()  # as `compile = true` in a recipe
-    loss_fn = model.loss
     x = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     peak = measure_matmul_peak(torch.device("cpu"), torch.float32)
 
     def step() -> None:
-        loss_fn(x[:, :-1], x[:, 1:]).backward()
+        model.loss(x[:, :-1], x[:, 1:]).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for o in opts:
             o.step()

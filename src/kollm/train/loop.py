@@ -89,7 +89,6 @@ class Trainer:
         if cfg.compile:
             check_compiler(self.device)
             self.model.compile_blocks()
-        self.loss_fn = self.model.loss
         self.optimizers = make_optimizers(self.model, cfg, self.dtype)
         for opt in self.optimizers:
             for g in opt.param_groups:
@@ -204,7 +203,7 @@ class Trainer:
             if self.info.sharded:  # reduce-scatter gradients once, after the last micro-batch
                 self.model.set_requires_gradient_sync(i == self.accum - 1)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                loss = self.loss_fn(x[i * m:(i + 1) * m], y[i * m:(i + 1) * m]) / self.accum
+                loss = self.model.loss(x[i * m:(i + 1) * m], y[i * m:(i + 1) * m]) / self.accum
             loss.backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
