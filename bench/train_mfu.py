@@ -1,6 +1,7 @@
 """Training-loop throughput and MFU at a given model size, against the fp32 matmul peak measured at start.
 
     python bench/train_mfu.py --depth 4 --width 256 --vocab 4096 --seq 256 --batch 32 --steps 20 [--compile]
+    python bench/train_mfu.py --depth 3 --batch 16 --optimizer muon --compile     # the CPU speedrun's loop
 
 Prints one JSON line. MFU counts 6 FLOPs/parameter/token for every matmul (head included, embedding not) plus
 causal attention, the convention kollm.train.mfu uses in the training progress bar. `gemm_ceiling` is the MFU
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--micro", type=int, default=0, help="micro-batch (gradient accumulation); 0 = the batch")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--optimizer", default="adamw")
     ap.add_argument("--compile", action="store_true")
@@ -65,8 +67,11 @@ def main() -> None:
     x = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     peak = measure_matmul_peak(torch.device("cpu"), torch.float32)
 
+    micro = a.micro or a.batch
+
     def step() -> None:
-        model.loss(x[:, :-1], x[:, 1:]).backward()
+        for i in range(0, a.batch, micro):  # as the trainer: accumulate micro-batches, one optimiser step
+            (model.loss(x[i:i + micro, :-1], x[i:i + micro, 1:]) * (micro / a.batch)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for o in opts:
             o.step()
@@ -82,8 +87,9 @@ def main() -> None:
     peak_after = measure_matmul_peak(torch.device("cpu"), torch.float32)
     # the higher of the two peaks: another job may have depressed one measurement (conservative MFU)
     mfu = flops_per_token(cfg, a.seq) * tok_s / max(peak, peak_after)
-    ceiling = gemm_ceiling(cfg, a.batch * a.seq, max(peak, peak_after))
+    ceiling = gemm_ceiling(cfg, micro * a.seq, max(peak, peak_after))
     print(json.dumps({"depth": a.depth, "width": cfg.width, "vocab": a.vocab, "seq": a.seq, "batch": a.batch,
+                      "micro": micro,
                       "optimizer": a.optimizer, "compile": a.compile, "tok_s": round(tok_s),
                       "peak_gflops": round(peak / 1e9, 1), "peak_after_gflops": round(peak_after / 1e9, 1),
                       "mfu": round(mfu, 3), "gemm_ceiling": round(ceiling, 3),

@@ -12,7 +12,7 @@ from conftest import korean_texts
 from kollm.model import ModelConfig
 from kollm.train import TrainConfig, train_model
 from kollm.train.adamp import AdamP
-from kollm.train.muon import newton_schulz
+from kollm.train.muon import Muon, newton_schulz
 
 
 @pytest.mark.parametrize("shape", [(48, 128), (128, 48)])
@@ -23,6 +23,28 @@ def test_float32_newton_schulz_matches_torch_bf16_version(shape):
     ours = newton_schulz(g, coeffs, 5, 1e-7, torch.float32)
     assert (ref - ours).abs().max() < 0.03  # bf16 rounding in torch's version
     assert ours.dtype == torch.float32
+
+
+def test_muon_step_matches_per_matrix_update():
+    """The batched step (same-shape and transposed matrices orthogonalised together, foreach arithmetic) gives
+    the update rule of torch.optim.Muon applied one matrix at a time, with float32 Newton-Schulz."""
+    torch.manual_seed(0)
+    shapes = [(32, 32), (64, 32), (32, 64), (32, 32), (64, 32)]  # square, tall and wide mixed
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+    ref = [p.detach().clone() for p in params]
+    opt = Muon(params, lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="original")
+    bufs = [torch.zeros_like(p) for p in ref]
+    for _ in range(3):
+        grads = [torch.randn(*s) for s in shapes]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(grads):
+            bufs[i].lerp_(g, 0.1)
+            upd = newton_schulz(g.lerp(bufs[i], 0.9), (3.4445, -4.775, 2.0315), 5, 1e-7, torch.float32)
+            ref[i] = ref[i] * (1 - 0.02 * 0.1) - 0.02 * max(1, shapes[i][0] / shapes[i][1]) ** 0.5 * upd
+    for p, r in zip(params, ref, strict=True):
+        torch.testing.assert_close(p.detach(), r, atol=1e-5, rtol=1e-5)
 
 
 def test_adamp_keeps_scale_invariant_weights_from_growing():

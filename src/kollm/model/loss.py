@@ -20,8 +20,9 @@ IGNORE = -100  # target id that contributes no loss (Hugging Face's label conven
 
 
 def _chunk_rows(vocab: int, device: torch.device) -> int:
-    # CPU: ~4 MiB of fp32 logits per chunk stays in L2/L3. GPU: chunks only bound memory; larger is faster.
-    budget = 4 << 20 if device.type == "cpu" else 1 << 30
+    # CPU: ~8 MiB of fp32 logits per chunk stays in L3 (measured best of 2-16 MiB, with the reused buffer below).
+    # GPU: chunks only bound memory; larger is faster.
+    budget = 8 << 20 if device.type == "cpu" else 1 << 30
     return max(16, budget // (4 * vocab))
 
 
@@ -37,9 +38,12 @@ class _HeadCrossEntropy(torch.autograd.Function):
             grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             rows = _chunk_rows(w.shape[0], h.device)
+            fp32 = h.dtype == torch.float32
+            # one logits buffer for every chunk: a fresh multi-MiB tensor per chunk costs page faults
+            buf = torch.empty(min(rows, h.shape[0]), w.shape[0], device=h.device) if fp32 else None
             for s in range(0, h.shape[0], rows):
                 hc, tc, vc = h[s:s + rows], safe[s:s + rows, None], valid[s:s + rows, None]
-                logits = (hc @ wc.T).float()
+                logits = torch.mm(hc, wc.T, out=buf[: hc.shape[0]]) if fp32 else (hc @ wc.T).float()
                 target_logit = logits.gather(1, tc)
                 top = logits.amax(dim=-1, keepdim=True)
                 p = logits.sub_(top).exp_()  # in place: one pass over the chunk for exp, one for the sum
@@ -51,7 +55,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 p.scatter_add_(1, tc, -scale)
                 pc = p.to(h.dtype)
                 torch.mm(pc, wc, out=grad_h[s:s + rows])
-                if hc.dtype == torch.float32:
+                if fp32:
                     grad_w.addmm_(pc.T, hc)
                 else:
                     grad_w += (pc.T @ hc).float()

