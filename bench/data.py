@@ -81,11 +81,11 @@ def pipeline_speed(inputs: list[Path], workers: int) -> dict:
     """`kollm data run` (recipes/data-ko-docs.toml) in this process, timing each executor step.
     CPU is this process's and its workers' user+sys time: CPU/wall is how many cores the run got."""
     from kollm.config import load_recipe, section
+    from kollm.data.config import DataConfig
     from kollm.data.pipeline import build_executors
-    from kollm.data.pipeline_config import PipelineConfig
 
     out = Path(tempfile.mkdtemp()) / "out"
-    cfg = section(load_recipe(ROOT / "recipes" / "data-ko-docs.toml"), "data_pipeline", PipelineConfig)
+    cfg = section(load_recipe(ROOT / "recipes" / "data-ko-docs.toml"), "data", DataConfig)
     cfg.inputs, cfg.out, cfg.workers = [str(p) for p in inputs], str(out), workers
     load = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), _cpu()

@@ -23,7 +23,7 @@ import os
 import time
 from pathlib import Path
 
-from kollm.data.readers import read_documents, sample_corpus_files
+from kollm.data.sources import read_texts, sample_corpus_files
 from kollm.files import write_json, write_text
 from kollm.tokenizer import METHODS, TokenizerConfig, save_tokenizer
 from kollm.tokenizer.bbpe import train_bbpe
@@ -34,7 +34,7 @@ CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 
 
 def load(path: Path, limit: int = 0) -> list[str]:
-    texts = [d["text"] for d in read_documents(path)]
+    texts = read_texts([path])
     return texts[:limit] if limit else texts
 
 
@@ -161,7 +161,7 @@ def main() -> None:
         vocabs, a.downstream_vocab, a.steps = [1000, 2000], 1000, 20
     train = load(a.train, 200 if a.quick else 0)
     val = load(a.val, 40 if a.quick else 0)
-    sample = [d["text"] for f in sample_corpus_files() for d in read_documents(f)]
+    sample = read_texts(sample_corpus_files())
     a.out.mkdir(parents=True, exist_ok=True)
     print(f"train {len(train)} docs {sum(len(t.encode()) for t in train) / 1e6:.2f} MB | val {len(val)} docs | "
           f"sample {len(sample)} docs {sum(len(t.encode()) for t in sample) / 1e6:.2f} MB")

@@ -11,12 +11,26 @@ from conftest import korean_texts, run_kollm, write_jsonl
 def test_help_lists_every_stage():
     r = run_kollm("--help")
     assert r.returncode == 0
-    for cmd in ("data", "tokenizer", "train", "eval", "generate", "serve", "quickstart"):
+    for cmd in ("data", "tokenizer", "train", "eval", "serve", "quickstart"):
         assert cmd in r.stdout
-    for cmd in ("data", "tokenizer", "train", "eval", "generate", "serve", "quickstart"):
-        sub = run_kollm(cmd, "--help")
+    for cmd in (["data", "run"], ["tokenizer", "train"], ["train"], ["train", "export"], ["eval"], ["serve"],
+                ["serve", "generate"], ["quickstart"]):
+        sub = run_kollm(*cmd, "--help")
         assert sub.returncode == 0, sub.stderr
         assert "Usage" in sub.stdout
+        assert "--recipe" in sub.stdout or cmd == ["train", "export"]  # every stage command takes a recipe
+
+
+def test_every_stage_command_refuses_a_section_it_does_not_use(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[serve]\nport = 9000\n")
+    for cmd in (["data", "run"], ["tokenizer", "train", "--out", str(tmp_path / "t")], ["train"], ["eval"]):
+        r = run_kollm(*cmd, "--recipe", str(recipe))
+        assert r.returncode == 2 and "does not use the [serve] section" in r.stderr, (cmd, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    recipe.write_text("[data]\nquality = false\n")
+    r = run_kollm("serve", "--recipe", str(recipe))
+    assert r.returncode == 2 and "does not use the [data] section" in r.stderr
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:

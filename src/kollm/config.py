@@ -4,10 +4,13 @@
     [tokenizer] -> kollm.tokenizer.TokenizerConfig
     [model]     -> kollm.model.ModelConfig
     [train]     -> kollm.train.TrainConfig
-    ...
+    [eval]      -> kollm.eval.EvalConfig
+    [serve]     -> kollm.serve.ServeConfig
 
-Unknown keys are errors (a typo must not silently fall back to a default). CLI flags are applied
-on top of the recipe with `override`.
+A command parses its recipe once with `read_recipe`, naming the sections it uses: a section it does not
+use is an error (a recipe's [data] must not be silently ignored by `kollm train`), and so is an unknown key
+(a typo must not silently fall back to a default). Defaults live in the dataclasses only; CLI flags are
+applied on top with `override`.
 """
 
 from __future__ import annotations
@@ -78,3 +81,15 @@ def override(cfg: T, **changes: Any) -> T:
 
 def section(recipe: dict[str, dict[str, Any]], name: str, cls: type[T]) -> T:
     return build(cls, recipe.get(name, {}), section=name)
+
+
+def read_recipe(path: str | Path | None, command: str, uses: dict[str, type]) -> dict[str, Any]:
+    """The configs of the sections `command` uses, parsed once from `path` (defaults where a section is absent,
+    or with no recipe). The result also says which sections the recipe had: `"<name>" in result["present"]`."""
+    r = load_recipe(path) if path else {}
+    extra = sorted(set(r) - set(uses))
+    if extra:
+        reads = ", ".join(f"[{s}]" for s in uses)
+        raise KollmError(f"`kollm {command}` does not use the [{extra[0]}] section of {path} (it reads {reads}); "
+                         "remove it, or run the command that uses it")
+    return {**{name: section(r, name, cls) for name, cls in uses.items()}, "present": set(r)}

@@ -88,7 +88,7 @@ def test_console_is_quiet_unless_verbose(tmp_path):
     recipe = str(Path(__file__).parent / "resume_recipe.toml")
     for verbose in (False, True):
         out = tmp_path / f"out-{verbose}"
-        args = ["--input", str(tmp_path / "raw"), "--out", str(out), "--workers", "2", "--recipe", recipe]
+        args = ["--data", str(tmp_path / "raw"), "--out", str(out), "--workers", "2", "--recipe", recipe]
         res = subprocess.run([sys.executable, "-m", "kollm.cli", "data", "run", *args] + ["--verbose"] * verbose,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
@@ -115,7 +115,7 @@ def test_killing_only_the_parent_stops_its_workers_and_resume_is_identical(tmp_p
 
     def cli(out: Path) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "kollm.cli", "data", "run", "--input", str(inp), "--out", str(out),
+            [sys.executable, "-m", "kollm.cli", "data", "run", "--data", str(inp), "--out", str(out),
              "--workers", "2", "--recipe", recipe],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )

@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import date, timedelta
 
 from kollm.data.pii import brn_valid, find_pii, mask_pii
-from kollm.data.placeholders import PII_PLACEHOLDERS
+from kollm.special_tokens import PII_PLACEHOLDERS
 
 RRN, PHONE, EMAIL, CARD, BRN, ACCOUNT = PII_PLACEHOLDERS
 FW = str.maketrans("0123456789-", "０１２３４５６７８９－")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from kollm.data.config import DataConfig
 from kollm.data.pipeline import run_pipeline
-from kollm.data.pipeline_config import PipelineConfig
-from kollm.data.placeholders import PII_PLACEHOLDERS
 from kollm.data.report import inspect_removed
 from kollm.data.shards import open_shards
+from kollm.special_tokens import PII_PLACEHOLDERS
 
 WORDS = (
     "서울 부산 김치 한글 태양계 바둑 커피 지하철 도서관 축구 한강 반도체 학교 시장 병원 공원 기차 바다 산 강 "
@@ -62,9 +62,9 @@ def read_clean(out: Path) -> list[dict]:
     return rows
 
 
-def small_cfg(inp: Path, out: Path, **kw) -> PipelineConfig:
+def small_cfg(inp: Path, out: Path, **kw) -> DataConfig:
     base = {"inputs": [str(inp)], "out": str(out), "workers": 1, "min_chars": 50, "fineweb2_filters": False}
-    return PipelineConfig(**{**base, **kw})
+    return DataConfig(**{**base, **kw})
 
 
 def tiny_tokenizer(folder: Path, corpus: Path) -> None:
@@ -77,6 +77,8 @@ def tiny_tokenizer(folder: Path, corpus: Path) -> None:
     tok.train([str(p) for p in sorted(corpus.glob("*.jsonl"))], trainer)
     folder.mkdir(parents=True)
     tok.save(str(folder / "tokenizer.json"))
+    # a foreign tokenizer: no BOS, "<|endoftext|>" ends documents because its own config says so
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
 
 
 def test_pipeline_end_to_end(tmp_path):
@@ -136,7 +138,7 @@ def test_empty_and_switched_off_stages(tmp_path):
 
 def _run_cli(inp: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "kollm.cli", "data", "run", "--input", str(inp), "--out", str(out), "--workers", "1",
+        [sys.executable, "-m", "kollm.cli", "data", "run", "--data", str(inp), "--out", str(out), "--workers", "1",
          "--recipe", str(Path(__file__).parent / "resume_recipe.toml")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

@@ -60,5 +60,6 @@ def test_eval_cli_on_a_non_kollm_model(tmp_path, tiny_tokenizer):
     bpb = float(r.stdout.split("val bits-per-byte:")[1].split()[0])
     # an untrained model is close to uniform over its vocabulary: far above a trained one, but finite
     assert math.isfinite(bpb) and bpb > 1.0
-    r = run_kollm("generate", "--model", str(tmp_path / "llama"), "--prompt", "서울은", "--max-new-tokens", "4")
+    r = run_kollm("serve", "generate", "--model", str(tmp_path / "llama"), "--prompt", "서울은",
+                  "--max-new-tokens", "4")
     assert r.returncode == 0 and r.stdout.startswith("서울은"), r.stderr[-2000:]

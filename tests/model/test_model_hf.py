@@ -25,7 +25,7 @@ def _trained(cfg: ModelConfig, steps: int = 5) -> KollmLM:
 
 @pytest.mark.parametrize("variant", [{}, {"n_kv_heads": 1}, {"tie_embeddings": True}])
 def test_hf_reload_gives_same_logits(tmp_path, tiny_tokenizer, variant):
-    cfg = ModelConfig(depth=2, vocab_size=len(tiny_tokenizer), max_seq_len=64, **variant)
+    cfg = ModelConfig(depth=2, vocab_size=len(tiny_tokenizer), max_seq_len=64, **variant).resolved()
     model = _trained(cfg)
     export_hf(model, tiny_tokenizer, tmp_path / "m")
     for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

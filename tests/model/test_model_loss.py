@@ -23,7 +23,7 @@ def _grads(model: KollmLM) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("rows", [16, 100_000])  # many chunks (last one partial) / one chunk
 def test_fused_loss_matches_plain_cross_entropy(monkeypatch, tie, rows):
     monkeypatch.setattr(fused, "_chunk_rows", lambda vocab, device: rows)
-    cfg = ModelConfig(depth=2, vocab_size=300, max_seq_len=64, tie_embeddings=tie)
+    cfg = ModelConfig(depth=2, vocab_size=300, max_seq_len=64, tie_embeddings=tie).resolved()
     torch.manual_seed(0)
     model = KollmLM(cfg)
     x = torch.randint(0, 300, (3, 41))
@@ -43,7 +43,7 @@ def test_fused_loss_matches_plain_cross_entropy(monkeypatch, tie, rows):
 
 def test_all_targets_ignored_gives_zero_loss_and_gradient():
     torch.manual_seed(0)
-    model = KollmLM(ModelConfig(depth=1, vocab_size=50, max_seq_len=16))
+    model = KollmLM(ModelConfig(depth=1, vocab_size=50, max_seq_len=16).resolved())
     x = torch.randint(0, 50, (2, 16))
     loss = model.loss(x, torch.full_like(x, fused.IGNORE))
     loss.backward()
@@ -53,7 +53,7 @@ def test_all_targets_ignored_gives_zero_loss_and_gradient():
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")), reason="torch.compile on CPU needs C++")
 def test_compiled_blocks_train_like_eager_and_leave_scoring_eager():
-    cfg = ModelConfig(depth=2, vocab_size=200, max_seq_len=32)
+    cfg = ModelConfig(depth=2, vocab_size=200, max_seq_len=32).resolved()
     torch.manual_seed(0)
     model = KollmLM(cfg)
     x = torch.randint(0, 200, (2, 33))

@@ -43,7 +43,7 @@ def corpus(tmp_path):
 def test_train_each_method(tmp_path, corpus, method):
     out = tmp_path / "tok"
     r = kollm("tokenizer", "train", "--method", method, "--vocab-size", 300, "--special-token", "<|tool|>",
-              "--threads", 1, "--sample-size", 30, "--out", out, corpus)
+              "--threads", 1, "--sample-size", 30, "--out", out, "--data", corpus)
     assert r.returncode == 0, r.stderr
     auto = AutoTokenizer.from_pretrained(str(out))
     assert "<|tool|>" in auto.get_vocab() and len(auto) <= 300
@@ -59,7 +59,7 @@ def test_train_each_method(tmp_path, corpus, method):
     ],
 )
 def test_bad_options(tmp_path, corpus, args, needle):
-    r = kollm("tokenizer", "train", *args, "--out", tmp_path / "o", corpus)
+    r = kollm("tokenizer", "train", *args, "--out", tmp_path / "o", "--data", corpus)
     assert r.returncode == 2 and needle in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
@@ -68,7 +68,7 @@ def test_bad_options(tmp_path, corpus, args, needle):
     ("content", "needle"),
     [
         (b"", "is empty"),
-        (b'{"text": "   "}\n', "corpus is empty"),
+        (b'{"text": "   "}\n', "no document with text"),
         (b"\xff\xfe\x00\x01binary", "binary"),
         ("한국어".encode("cp949"), "not valid UTF-8"),
     ],
@@ -76,7 +76,7 @@ def test_bad_options(tmp_path, corpus, args, needle):
 def test_bad_files(tmp_path, content, needle):
     p = tmp_path / "bad.jsonl"
     p.write_bytes(content)
-    r = kollm("tokenizer", "train", "--out", tmp_path / "o", p)
+    r = kollm("tokenizer", "train", "--out", tmp_path / "o", "--data", p)
     assert r.returncode == 2 and needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
@@ -84,6 +84,6 @@ def test_bad_files(tmp_path, content, needle):
 
 def test_missing_file_real_process(tmp_path):
     code = "from kollm.cli import main; main()"
-    args = ["tokenizer", "train", "--out", str(tmp_path / "o"), str(tmp_path / "nope.jsonl")]
+    args = ["tokenizer", "train", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope.jsonl")]
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -113,7 +113,7 @@ def test_extend_cli(extended, tmp_path):
     base_dir = tmp_path / "base"
     llama_style_tokenizer(base_dir)
     argv, sys.argv = sys.argv, ["kollm", "tokenizer", "extend", "--base", str(base_dir), "--model", str(model_dir),
-                                "--new-tokens", "20", "--out", str(tmp_path / "out"), str(corpus)]
+                                "--new-tokens", "20", "--out", str(tmp_path / "out"), "--data", str(corpus)]
     out = io.StringIO()
     try:
         with redirect_stdout(out), pytest.raises(SystemExit) as done:

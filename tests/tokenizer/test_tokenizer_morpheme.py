@@ -19,8 +19,8 @@ def test_boundaries_keep_contracted_syllables_and_glue_spaces():
 
 def test_merges_never_cross_morpheme_boundaries():
     text = ["학교에서 공부했다. 학교에서 놀았다. 집에서 학교에서 공부했다."] * 50
-    plain = train_tokenizer(text, TokenizerConfig(method="bbpe", vocab_size=400, chat_tokens=False))
-    morph = train_tokenizer(text, TokenizerConfig(method="morpheme-bbpe", vocab_size=400, chat_tokens=False))
+    plain = train_tokenizer(text, TokenizerConfig(method="bbpe", vocab_size=400))
+    morph = train_tokenizer(text, TokenizerConfig(method="morpheme-bbpe", vocab_size=400))
 
     def pieces(tok, s):
         return [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]

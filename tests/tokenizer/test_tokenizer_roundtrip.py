@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from kollm.data.readers import read_documents, sample_corpus_files
+from kollm.data.sources import read_texts, sample_corpus_files
 from kollm.tokenizer import METHODS, TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
 
 VAL = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "ko-docs-val.jsonl"
@@ -22,7 +22,7 @@ FALLBACK = [
 
 
 def small_corpus() -> list[str]:
-    texts = [d["text"] for f in sample_corpus_files() for d in read_documents(f)]
+    texts = read_texts(sample_corpus_files())
     return texts[:60] or FALLBACK
 
 
@@ -79,7 +79,7 @@ def test_autotokenizer_matches_kollm_encoder(trained):
     saved = json.loads((out / "tokenizer.json").read_text())
     assert saved["pre_tokenizer"]["type"] == "ByteLevel"  # no Kiwi or custom code needed at inference
     auto = AutoTokenizer.from_pretrained(str(out))
-    texts = [d["text"] for d in read_documents(VAL)] if VAL.is_file() else small_corpus()
+    texts = read_texts([VAL]) if VAL.is_file() else small_corpus()
     for text in texts:
         ids = tok.encode(text, add_special_tokens=False).ids
         assert auto.encode(text) == ids, method
@@ -90,7 +90,7 @@ def test_autotokenizer_matches_kollm_encoder(trained):
 @pytest.mark.skipif(not VAL.is_file(), reason="shared corpora absent")
 def test_roundtrip_val_corpus(trained):
     _, _, hf, _ = trained
-    texts = [d["text"] for d in read_documents(VAL)]
+    texts = read_texts([VAL])
     batch = hf(texts, add_special_tokens=False)["input_ids"]
     bad = [t[:40] for t, ids in zip(texts, batch, strict=True) if hf.decode(ids) != t]
     assert not bad

@@ -6,7 +6,7 @@ import pytest
 from conftest import korean_texts, write_jsonl
 
 from kollm.errors import KollmError
-from kollm.train.run import train_from_cli
+from kollm.train.run import train_from_recipe
 
 
 @pytest.fixture()
@@ -18,7 +18,7 @@ def setup(tmp_path, tiny_tokenizer):
     def train(recipe: str, out: str = "run", resume: bool = False, depth: int | None = None, data_path=data):
         path = tmp_path / "r.toml"
         path.write_text(recipe)
-        return train_from_cli(path, data_path, None, tok, tmp_path / out, depth, None, None, resume)
+        return train_from_recipe(path, tmp_path / out, resume, depth, data=str(data_path), tokenizer=str(tok))
 
     return train, tmp_path
 
@@ -29,7 +29,8 @@ TINY = "[model]\nmax_seq_len = 32\n[train]\nbatch_size = 2\nmax_steps = 2\neval_
 
 @pytest.mark.parametrize("recipe, message", [
     ("[train]\nlearning_rate = 0.1\n", "unknown recipe key [train] learning_rate"),
-    ("[trainer]\nlr = 0.1\n", "unknown recipe section [trainer]"),
+    ("[trainer]\nlr = 0.1\n", "does not use the [trainer] section"),
+    ("[data]\nquality = false\n", "does not use the [data] section"),
     ("[model]\ndepth = 2\nn_heads = 3\n", "does not divide width"),
     ("[model]\ndepth = 2\nn_kv_heads = 3\n", "must divide n_heads"),
     ("[model]\nvocab_size = 10\n[train]\nmax_steps = 1\n", "smaller than the tokenizer's"),
@@ -48,7 +49,7 @@ def test_missing_data_and_tokenizer(setup, tmp_path):
     with pytest.raises(KollmError, match="does not exist"):
         train(TINY, data_path=tmp_path / "nope.jsonl")
     with pytest.raises(KollmError, match="no tokenizer"):
-        train_from_cli(None, tmp_path / "train.jsonl", None, None, tmp_path / "x", None, None, 1, False)
+        train_from_recipe(None, tmp_path / "x", data=str(tmp_path / "train.jsonl"), max_steps=1)
 
 
 def test_resume_needs_a_checkpoint_of_the_same_model(setup):
@@ -66,7 +67,7 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
 
     import torch
 
-    from kollm.train.precision import check_compiler
+    from kollm.runtime import check_compiler
 
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import korean_texts
+from conftest import korean_texts, run_kollm
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -20,7 +20,14 @@ def test_export_chosen_and_latest_checkpoint(tmp_path, tiny_tokenizer):
     latest = load_file(export_checkpoint(tmp_path) / "model.safetensors")
     final = load_file(tmp_path / "final" / "model.safetensors")
     assert all(latest[k].equal(final[k]) for k in final)
-    early = export_checkpoint(tmp_path, step=2, out=tmp_path / "early")
+    r = run_kollm("train", "export", "--run", str(tmp_path), "--step", "2", "--out", str(tmp_path / "early"))
+    assert r.returncode == 0, r.stderr
+    early = tmp_path / "early"
     hf = AutoModelForCausalLM.from_pretrained(early).eval()
     assert (early / "tokenizer.json").is_file()
     assert not torch.equal(hf.model.embed_tokens.weight.detach(), final["model.embed_tokens.weight"])
+
+
+def test_export_of_a_missing_step_is_one_line(tmp_path):
+    r = run_kollm("train", "export", "--run", str(tmp_path))
+    assert r.returncode == 2 and "holds no complete checkpoint" in r.stderr and "Traceback" not in r.stderr

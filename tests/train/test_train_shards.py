@@ -36,3 +36,35 @@ def test_train_on_token_shards(tmp_path, tiny_tokenizer):
     with pytest.raises(KollmError, match="50000-token vocabulary"):
         train_model(ModelConfig(depth=1, max_seq_len=32), cfg, tiny_tokenizer, str(tmp_path / "big"),
                     texts[50:], tmp_path / "run2")
+
+
+def test_shards_and_jsonl_give_the_same_token_stream(tmp_path):
+    """`kollm data run --tokenizer` frames every kept document as training does: BOS doc EOS."""
+    import gzip
+
+    from conftest import run_kollm, write_jsonl
+
+    from kollm.data.shards import open_shards
+    from kollm.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
+    from kollm.train.data import tokenize_stream
+
+    texts = korean_texts(40)
+    save_tokenizer(train_tokenizer(texts, TokenizerConfig(vocab_size=400)), tmp_path / "tok")
+    write_jsonl(tmp_path / "raw.jsonl", texts)
+    r = run_kollm("data", "run", "--data", str(tmp_path / "raw.jsonl"), "--out", str(tmp_path / "out"),
+                  "--tokenizer", str(tmp_path / "tok"), "--workers", "1", "--no-quality", "--no-near-dedup")
+    assert r.returncode == 0, r.stderr
+    tok = load_tokenizer(tmp_path / "tok")
+    kept = []
+    for f in sorted((tmp_path / "out" / "clean").glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            kept += [json.loads(line)["text"] for line in fh]
+    shards = open_shards(tmp_path / "out" / "tokens")
+    assert shards.num_docs == len(kept) > 0
+    for s in shards.shards:
+        for i in range(len(s.doc_ends)):
+            doc = s.doc(i)
+            assert doc[0] == tok.bos_token_id and doc[-1] == tok.eos_token_id
+    stream = np.concatenate([s.tokens for s in shards.shards])
+    assert int((stream == tok.bos_token_id).sum()) == int((stream == tok.eos_token_id).sum()) == len(kept)
+    assert np.array_equal(stream, tokenize_stream(tok, kept, show=False))

@@ -1,4 +1,4 @@
-"""Stage 1: turn raw Korean text into a clean corpus."""
+"""Stage 1: turn raw Korean text into a clean corpus (and, given a tokenizer, token shards)."""
 
 from kollm.data.config import DataConfig
 

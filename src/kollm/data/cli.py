@@ -7,48 +7,34 @@ from pathlib import Path
 
 import typer
 
-from kollm.data.config import DataConfig
-from kollm.data.prepare import prepare_corpus
-
 app = typer.Typer(help="Turn raw Korean text into a clean training corpus.", no_args_is_help=True)
-
-
-@app.command("prepare")
-def prepare(
-    data: list[Path] = typer.Option(None, "--data", help="jsonl/txt files or folders (default: embedded sample)"),
-    out: Path = typer.Option(Path("kollm-out/corpus"), help="folder for train.jsonl, val.jsonl, stats.json"),
-    val_fraction: float = typer.Option(None, help="share of documents held out for validation (default 0.1)"),
-) -> None:
-    """Read, NFC-normalise, drop empty and duplicate documents, and split train/val."""
-    cfg = DataConfig(sources=[str(p) for p in data or []])
-    if val_fraction is not None:
-        cfg.val_fraction = val_fraction
-    stats = prepare_corpus(cfg, out)
-    typer.echo(f"{stats['train_docs']} train / {stats['val_docs']} val documents -> {out}")
 
 
 @app.command("run")
 def run(
-    recipe: Path = typer.Option(None, help="TOML recipe with a data_pipeline section (see recipes/data-ko.toml)"),
-    input: list[Path] = typer.Option(None, "--input", help="files or folders: jsonl(.gz|.zst), txt, parquet, xml.bz2"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a [data] section (see recipes/data-ko.toml)"),
+    data: list[Path] = typer.Option(None, "--data", help="files or folders: jsonl(.gz|.zst), txt, parquet, xml.bz2"),
     out: Path = typer.Option(None, help="output folder: clean/, tokens/, removed/, stats.json, funnel.png"),
     workers: int = typer.Option(None, help="worker processes (default 2)"),
     tokenizer: Path = typer.Option(None, help="tokenizer folder (tokenizer.json): also write packed token shards"),
     executor: str = typer.Option(None, help="local | slurm | ray"),
+    quality: bool = typer.Option(None, "--quality/--no-quality", help="quality filters (length, Hangul, spam)"),
+    near_dedup: bool = typer.Option(None, "--near-dedup/--no-near-dedup", help="MinHash near-duplicate removal"),
     verbose: bool = typer.Option(False, "--verbose", help="show datatrove's task logs (always in OUT/logs/)"),
 ) -> None:
     """Clean, filter, mask PII, de-duplicate and shard a Korean corpus; re-run to resume."""
-    from kollm.config import build, load_recipe, override, section
+    from kollm.config import override, read_recipe
+    from kollm.data.config import DataConfig
     from kollm.data.pipeline import run_pipeline
-    from kollm.data.pipeline_config import PipelineConfig
+    from kollm.errors import KollmError
 
-    cfg = section(load_recipe(recipe), "data_pipeline", PipelineConfig) if recipe else build(PipelineConfig)
     cfg = override(
-        cfg, inputs=[str(p) for p in input] if input else None, out=str(out) if out else None, workers=workers,
-        tokenizer=str(tokenizer) if tokenizer else None, executor=executor,
+        read_recipe(recipe, "data run", {"data": DataConfig})["data"], inputs=[str(p) for p in data] if data else None,
+        out=str(out) if out else None, workers=workers, tokenizer=str(tokenizer) if tokenizer else None,
+        executor=executor, quality=quality, near_dedup=near_dedup,
     )
     if not cfg.inputs:
-        raise typer.BadParameter("give --input files/folders or `inputs` in the recipe")
+        raise KollmError("no input: pass --data FILE_OR_FOLDER (repeatable) or set [data].inputs in the recipe")
     done = run_pipeline(cfg, verbose)
     if cfg.executor == "local":
         from kollm.data.report import summarize

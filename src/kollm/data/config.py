@@ -1,3 +1,6 @@
+"""The data stage's one config: the [data] section of a recipe (`kollm data run`, `kollm quickstart`), CLI flags
+on top. The quickstart runs the same pipeline with its heavy stages switched off (recipes/quickstart.toml)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -5,11 +8,32 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    """Corpus preparation used by `kollm quickstart` (the full pipeline is `kollm data run`)."""
-
-    # Input files or folders (.jsonl with a `text` field, .txt with blank-line separated documents).
-    # Empty means the sample corpus embedded in kollm.
-    sources: list[str] = field(default_factory=list)
-    val_fraction: float = 0.1
-    min_chars: int = 10  # shorter documents carry too little to learn from (search queries are ~15)
-    seed: int = 0
+    inputs: list[str] = field(default_factory=list)  # files or folders (jsonl[.gz|.zst], txt, parquet, xml.bz2)
+    out: str = "kollm-out/data"
+    workers: int = 2  # processes on this machine
+    tasks: int = 0  # units of work (and of resume); 0: one per input file, at least `workers`
+    executor: str = "local"  # local | slurm | ray: the same blocks on each
+    slurm_partition: str = ""
+    slurm_time: str = "24:00:00"
+    txt_doc_per_file: bool = False  # .txt: whole file is one document (else blank-line blocks)
+    strict: bool = False  # stop at the first unreadable file or line (else count it in stats.json and go on)
+    # stages; each can be switched off
+    normalize: bool = True
+    html_to_text: bool = True
+    repair_lines: str = "rules"  # rules | kiwi | off (see docs/data.md for the measurement)
+    quality: bool = True
+    min_chars: int = 200
+    max_chars: int = 1_000_000
+    min_hangul_share: float = 0.3
+    spam_min_hits: int = 3
+    fineweb2_filters: bool = True  # Gopher/FineWeb rules with FineWeb-2 kor_Hang thresholds
+    mask_pii: bool = True
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    shingle: str = "char"  # char | morph
+    shingle_size: int = 5
+    minhash_buckets: int = 14
+    minhash_hashes_per_bucket: int = 8
+    output_format: str = "jsonl"  # jsonl | parquet
+    tokenizer: str = ""  # folder with tokenizer.json: also write packed token shards
+    keep_removed: bool = True  # removed documents kept (with reasons) for `kollm data inspect`

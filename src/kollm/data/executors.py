@@ -28,10 +28,10 @@ from typing import Any
 
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.stats import PipelineStats
-from tqdm import tqdm
 
-from kollm.data.pipeline_config import PipelineConfig
+from kollm.data.config import DataConfig
 from kollm.errors import KollmError
+from kollm.progress import Progress
 
 _PR_SET_PDEATHSIG = 1
 _CURRENT: LocalRun | None = None  # the step being run, inherited by forked workers (nothing is pickled)
@@ -69,6 +69,8 @@ class LocalRun(LocalPipelineExecutor):
             return task._run_for_rank(rank)
 
     def _failed(self, rank: int, e: BaseException) -> KollmError:
+        if isinstance(e, KollmError):  # the user's input (a strict read): its message already names the fix
+            return e
         log = self.logging_dir.resolve_paths(f"logs/task_{rank:05d}.log")
         return KollmError(f"data step '{self.name}' task {rank} failed: {type(e).__name__}: {e} (log: {log})")
 
@@ -116,10 +118,6 @@ class LocalRun(LocalPipelineExecutor):
                 _CURRENT = None
 
 
-class _Bar(tqdm):
-    monitor_interval = 0  # no monitor thread: a thread in the parent at fork time can leave a lock held
-
-
 class _Progress:
     """tqdm over a step's tasks, with documents read so far (live across workers) and their rate."""
 
@@ -130,7 +128,7 @@ class _Progress:
         global _DOCS
         _DOCS = multiprocessing.get_context("fork").Value("q", 0, lock=True)
         self.t0 = time.monotonic()
-        self.bar = _Bar(total=self.run.tasks, initial=self.skipped, desc=f"{self.run.name:>14}", unit="task",
+        self.bar = Progress(total=self.run.tasks, initial=self.skipped, desc=f"{self.run.name:>14}", unit="task",
                         file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=True)
         return self
 
@@ -157,7 +155,7 @@ def count_doc() -> None:
             _DOCS.value += 1
 
 
-def make_executor(cfg: PipelineConfig, pipeline: list, tasks: int, name: str, depends: Any, verbose: bool) -> Any:
+def make_executor(cfg: DataConfig, pipeline: list, tasks: int, name: str, depends: Any, verbose: bool) -> Any:
     """The same steps on any engine: only this class changes between a laptop, Slurm and Ray."""
     logs = f"{cfg.out}/logs/{name}"
     if cfg.executor == "local":

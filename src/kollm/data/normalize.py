@@ -24,11 +24,16 @@ def html_to_text(html: str) -> str:
     return trafilatura.extract(html, favor_recall=True, include_comments=False, include_tables=True) or ""
 
 
+def nfc(text: str) -> str:
+    """The corpus boundary: NFC (so 한 typed as conjoining jamo equals the precomposed syllable), \n newlines."""
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def normalize_text(text: str, html: bool = True) -> str:
-    """NFC (so 한 typed as conjoining jamo equals the precomposed syllable), clean whitespace."""
+    """`nfc`, invisible characters out, whitespace tidied (the pipeline's normalise stage)."""
     if html and looks_like_html(text):
         text = html_to_text(text)
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = nfc(text)
     text = _INVISIBLE.sub("", text)
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import date
 
-from kollm.data.placeholders import PII_PLACEHOLDERS
+from kollm.special_tokens import PII_PLACEHOLDERS
 
 RRN, PHONE, EMAIL, CARD, BRN, ACCOUNT = PII_PLACEHOLDERS
 

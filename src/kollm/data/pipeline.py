@@ -27,9 +27,9 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from datatrove.utils.hashing import HashConfig
 
+from kollm.data.config import DataConfig
 from kollm.data.dedup import ExactSignature, FirstCopyCluster, KoreanMinhashSignature
 from kollm.data.executors import make_executor
-from kollm.data.pipeline_config import PipelineConfig
 from kollm.data.quality import QualityRules
 from kollm.data.report import Report
 from kollm.data.shards import TokenShardWriter
@@ -49,7 +49,7 @@ from kollm.errors import KollmError
 from kollm.files import write_json
 
 
-def _plan_tasks(cfg: PipelineConfig, files: list[Path]) -> int:
+def _plan_tasks(cfg: DataConfig, files: list[Path]) -> int:
     """Tasks are fixed for the life of an output folder: resume needs the same split of the work."""
     out = Path(cfg.out)
     names = [str(f) for f in files]
@@ -64,7 +64,7 @@ def _plan_tasks(cfg: PipelineConfig, files: list[Path]) -> int:
     return tasks
 
 
-def build_executors(cfg: PipelineConfig, verbose: bool = False) -> list[Any]:
+def build_executors(cfg: DataConfig, verbose: bool = False) -> list[Any]:
     """The executors in order; each depends on the one before (running the last runs them all)."""
     files = list_input_files(cfg.inputs)
     if not files:
@@ -72,7 +72,7 @@ def build_executors(cfg: PipelineConfig, verbose: bool = False) -> list[Any]:
     tasks = _plan_tasks(cfg, files)
     out, work = cfg.out, f"{cfg.out}/work"
     removed = f"{out}/removed" if cfg.keep_removed else None
-    clean: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file)]
+    clean: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file, cfg.strict)]
     if cfg.normalize:
         clean.append(Normalize(cfg.html_to_text, removed))
     if cfg.repair_lines != "off":
@@ -154,7 +154,7 @@ def _output_lock(out: Path):
         os.close(fd)
 
 
-def run_pipeline(cfg: PipelineConfig, verbose: bool = False) -> Path:
+def run_pipeline(cfg: DataConfig, verbose: bool = False) -> Path:
     """Run (or finish) the pipeline; returns the output folder. `verbose` shows datatrove's task logs."""
     if cfg.workers < 1:
         raise KollmError(f"--workers must be at least 1, got {cfg.workers}")

@@ -4,10 +4,12 @@ Layout of a shard folder (one pair of files per pipeline task, so tasks never sh
 
     tokens-00000.bin   token ids of every document, back to back (uint16 if the vocabulary fits, else uint32)
     tokens-00000.idx   uint64 end offset (in tokens) of each document in the .bin
-    shards.json        {"dtype": "uint16", "vocab_size": N, "eos_id": id or null, "tokenizer": path}
+    shards.json        {"dtype": "uint16", "vocab_size": N, "bos_id": id, "eos_id": id, "tokenizer": path}
 
-Documents end with the tokenizer's end-of-text token when it has one, so a packed window that
-crosses documents still shows the model where one stops. Each pair is written to temp names and
+Each document is framed exactly as in-memory training frames it (`kollm.special_tokens.frame`: BOS doc
+EOS, with the BOS/EOS that the tokenizer's own tokenizer_config.json names), so a packed window that
+crosses documents shows the model where one stops and the next starts, whichever path the tokens came by.
+Each pair is written to temp names and
 renamed when the task finishes: a killed task leaves no half shard.
 """
 
@@ -22,10 +24,8 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from kollm.data.placeholders import PII_PLACEHOLDERS
 from kollm.errors import KollmError
-
-_EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
+from kollm.special_tokens import PII_PLACEHOLDERS, frame, special_ids
 
 
 def load_hf_tokenizer(folder: str | Path):  # noqa: ANN201 - tokenizers.Tokenizer
@@ -48,8 +48,11 @@ def load_hf_tokenizer(folder: str | Path):  # noqa: ANN201 - tokenizers.Tokenize
 def shard_meta(folder: str | Path) -> dict:
     tok = load_hf_tokenizer(folder)
     vocab = tok.get_vocab_size(with_added_tokens=True)
-    eos = next((tok.token_to_id(n) for n in _EOS_NAMES if tok.token_to_id(n) is not None), None)
-    return {"dtype": "uint16" if vocab <= 65536 else "uint32", "vocab_size": vocab, "eos_id": eos,
+    bos, eos = special_ids(folder)
+    if bos is None and eos is None:
+        raise KollmError(f"{folder}/tokenizer_config.json names no bos_token or eos_token, so token shards could not "
+                         "mark where documents end; use a tokenizer made by `kollm tokenizer train` or set them")
+    return {"dtype": "uint16" if vocab <= 65536 else "uint32", "vocab_size": vocab, "bos_id": bos, "eos_id": eos,
             "tokenizer": str(folder)}
 
 
@@ -67,7 +70,7 @@ class TokenShardWriter(PipelineStep):
         out = Path(self.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "shards.json").write_text(json.dumps(self.meta, indent=2) + "\n")  # same content from every task
-        dtype, eos = np.dtype(self.meta["dtype"]), self.meta["eos_id"]
+        dtype, bos, eos = np.dtype(self.meta["dtype"]), self.meta["bos_id"], self.meta["eos_id"]
         bin_path, idx_path = out / f"tokens-{rank:05d}.bin", out / f"tokens-{rank:05d}.idx"
         tmp_bin, tmp_idx = bin_path.with_suffix(".bin.tmp"), idx_path.with_suffix(".idx.tmp")
         ends: list[int] = []
@@ -78,7 +81,7 @@ class TokenShardWriter(PipelineStep):
             def flush() -> None:
                 nonlocal total
                 for enc in tok.encode_batch([d.text for d in pending], add_special_tokens=False):
-                    ids = enc.ids + ([eos] if eos is not None else [])
+                    ids = frame(enc.ids, bos, eos)
                     fb.write(np.asarray(ids, dtype=dtype).tobytes())
                     total += len(ids)
                     ends.append(total)

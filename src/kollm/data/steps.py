@@ -18,6 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.logging import logger
 
+from kollm.data import sources
 from kollm.data.dedup import load_removals
 from kollm.data.executors import count_doc
 from kollm.data.normalize import normalize_text
@@ -80,12 +81,15 @@ class ReadSources(KollmStep):
 
     name = "read"
 
-    def __init__(self, files: list[str], txt_doc_per_file: bool = False) -> None:
+    def __init__(self, files: list[str], txt_doc_per_file: bool = False, strict: bool = False) -> None:
         super().__init__()
         self.files = files
         self.txt_doc_per_file = txt_doc_per_file
+        self.strict = strict
 
     def problem(self, reason: str, message: str) -> None:
+        if self.strict:
+            sources.strict(reason, message)
         self.stat_update(f"removed/{reason}")
         if message:
             logger.warning(f"skipped ({reason}): {message}")

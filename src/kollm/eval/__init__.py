@@ -1,1 +1,5 @@
-"""Stage 4: evaluate models (bits-per-byte; Korean few-shot tasks come later)."""
+"""Stage 5: evaluation (bits-per-byte of any HF causal LM)."""
+
+from kollm.eval.config import EvalConfig
+
+__all__ = ["EvalConfig"]

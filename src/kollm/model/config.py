@@ -31,8 +31,20 @@ class ModelConfig:
     tie_embeddings: bool = False
     init_std: float = 0.02
 
+    @property
+    def is_resolved(self) -> bool:
+        return bool(self.width and self.n_heads and self.n_kv_heads and self.ffn_dim)
+
+    def require_resolved(self) -> None:
+        if not self.is_resolved:
+            raise ValueError("ModelConfig has underived fields; build models from cfg.resolved()")
+
     def resolved(self) -> ModelConfig:
-        """Fill every 0 with the value the depth rule gives, and check the shape is possible."""
+        """Fill every 0 with the value the depth rule gives, and check the shape is possible.
+
+        A run resolves its config once (shape errors before any data is read); models, parameter counts and
+        FLOP counts take the resolved config and never resolve again.
+        """
         if self.depth < 1:
             raise KollmError(f"model depth must be >= 1, got {self.depth}")
         width = self.width or 64 * self.depth

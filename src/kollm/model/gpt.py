@@ -97,7 +97,8 @@ class Body(nn.Module):
 class KollmLM(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.cfg = cfg = cfg.resolved()
+        cfg.require_resolved()
+        self.cfg = cfg
         self.model = Body(cfg)
         self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

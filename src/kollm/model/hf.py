@@ -13,6 +13,7 @@ from kollm.errors import KollmError
 from kollm.files import atomic_dir
 from kollm.model.config import ModelConfig
 from kollm.model.gpt import KollmLM
+from kollm.runtime import pick_device, pick_dtype
 
 
 def hf_config(cfg: ModelConfig, bos: int | None, eos: int | None, pad: int | None) -> Qwen3Config:
@@ -49,7 +50,7 @@ def export_hf(model: KollmLM, tokenizer: object, out_dir: str | Path, extra: dic
         hf_config(cfg, bos, eos, pad).save_pretrained(tmp)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
-        GenerationConfig(
+        GenerationConfig(  # the one home of kollm's sampling defaults: `generate` and the quickstart read them here
             bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
             do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=128,
         ).save_pretrained(tmp)
@@ -74,7 +75,7 @@ def load_kollm_from_hf(path: str | Path) -> KollmLM:
         ffn_dim=c["intermediate_size"], head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
         rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))), norm_eps=c["rms_norm_eps"],
         tie_embeddings=bool(c.get("tie_word_embeddings", False)),
-    )
+    ).resolved()
     model = KollmLM(cfg)
     state = load_file(str(path / "model.safetensors"))
     if cfg.tie_embeddings:
@@ -83,14 +84,16 @@ def load_kollm_from_hf(path: str | Path) -> KollmLM:
     return model
 
 
-def load_hf_causal_lm(path: str | Path) -> tuple[torch.nn.Module, object]:
-    """Any transformers causal LM folder, in float32 (kollm decides precision per device later)."""
+def load_hf_causal_lm(path: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, object]:
+    """Any transformers causal LM folder, on `device` (default: kollm.runtime's pick) in the runtime's dtype for
+    it (float32 on CPU, bf16 on GPUs with native bf16), in eval mode."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise KollmError(f"{path} is not a Hugging Face model folder (no config.json); pass --model DIR")
+    device = device or pick_device()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=pick_dtype(device))
     except (OSError, ValueError) as e:
         raise KollmError(f"cannot load {path} with transformers ({str(e).splitlines()[0]})") from None
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer

@@ -1,1 +1,5 @@
-"""Stage 5: generation and an OpenAI-compatible HTTP API."""
+"""Stage 6: generation and an OpenAI-compatible HTTP API."""
+
+from kollm.serve.config import ServeConfig
+
+__all__ = ["ServeConfig"]

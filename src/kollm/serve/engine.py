@@ -10,7 +10,6 @@ import torch
 from transformers import GenerationConfig
 
 from kollm.model.hf import load_hf_causal_lm
-from kollm.train.precision import pick_device
 
 
 @dataclass
@@ -24,8 +23,10 @@ class Completion:
 class Engine:
     def __init__(self, model: torch.nn.Module, tokenizer: object, name: str) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.device = pick_device()
-        self.model.to(self.device)
+        self.device = next(model.parameters()).device  # load_hf_causal_lm placed it by kollm.runtime
+        gen = getattr(model, "generation_config", None)  # the model folder's sampling defaults
+        self.default_temperature = float(getattr(gen, "temperature", None) or 1.0)
+        self.default_top_p = float(getattr(gen, "top_p", None) or 1.0)
         self.max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self._lock = threading.Lock()  # one generate at a time: torch already uses every core
 
@@ -43,8 +44,11 @@ class Engine:
         return ids
 
     @torch.no_grad()
-    def complete(self, prompt: str, max_new_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
-                 stop: list[str] | None = None, seed: int | None = None) -> Completion:
+    def complete(self, prompt: str, max_new_tokens: int = 16, temperature: float | None = None,
+                 top_p: float | None = None, stop: list[str] | None = None, seed: int | None = None) -> Completion:
+        """None for temperature/top_p: the model's own defaults (generation_config.json)."""
+        temperature = self.default_temperature if temperature is None else temperature
+        top_p = self.default_top_p if top_p is None else top_p
         ids = self.encode_prompt(prompt)
         ids = ids[-(self.max_len - 1):]  # keep the end of an over-long prompt
         max_new_tokens = max(0, min(max_new_tokens, self.max_len - len(ids)))

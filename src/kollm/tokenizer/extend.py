@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, trainers
-from tqdm import tqdm
 
 from kollm.errors import KollmError
 from kollm.files import atomic_dir
+from kollm.progress import progress
 
 _BYTE_TOKEN_LEN = len("<0x00>")
 _SYMBOL_BASE = 0x10000  # symbols are renamed to astral code points (no surrogates) for the BPE trainer
@@ -63,7 +63,7 @@ def _symbols(base: Tokenizer, word: str, unk: str | None) -> list[str]:
 
 def _words(base: Tokenizer, texts: Iterable[str]) -> Counter[tuple[str, ...]]:
     counts: Counter[str] = Counter()
-    for text in tqdm(texts, desc="pre-tokenize", unit="doc"):
+    for text in progress(texts, desc="pre-tokenize", unit="doc"):
         norm = base.normalizer.normalize_str(text) if base.normalizer else text
         pieces = base.pre_tokenizer.pre_tokenize_str(norm) if base.pre_tokenizer else [(norm, (0, 0))]
         counts.update(p for p, _ in pieces)

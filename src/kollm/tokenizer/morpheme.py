@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from tokenizers import Tokenizer, pre_tokenizers
-from tqdm import tqdm
 
+from kollm.progress import Progress
 from kollm.tokenizer.bbpe import inference_pre_tokenizer
 
 # Private-use characters: never produced by Kiwi and (checked per corpus) absent from the text.
@@ -58,7 +58,7 @@ def split_morphemes(texts: Sequence[str], threads: int = 0, progress: bool = Tru
     """Yield each text cut into surface pieces at morpheme boundaries (''.join(pieces) == text)."""
     kiwi = get_kiwi(threads)
     results = kiwi.tokenize(iter(texts))
-    for text, tokens in tqdm(zip(texts, results, strict=True), total=len(texts), desc="kiwi morphemes",
+    for text, tokens in Progress(zip(texts, results, strict=True), total=len(texts), desc="kiwi morphemes",
                              disable=not progress, unit="doc"):
         cuts = [0, *boundaries(tokens, text), len(text)]
         yield [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]

@@ -17,8 +17,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from kollm.errors import KollmError
 from kollm.files import atomic_dir
+from kollm.special_tokens import BOS, CHAT_TEMPLATE, EOS, PAD
 from kollm.tokenizer.bbpe import BYTE_ALPHABET, train_bbpe
-from kollm.tokenizer.config import BOS, EOS, METHODS, PAD, TokenizerConfig
+from kollm.tokenizer.config import METHODS, TokenizerConfig
 
 
 def check_config(cfg: TokenizerConfig) -> None:
@@ -68,6 +69,7 @@ def to_hf(tok: Tokenizer) -> PreTrainedTokenizerFast:
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,  # the chat API and fine-tuning format turns with it
         clean_up_tokenization_spaces=False,  # keep decode exact
         model_max_length=1_000_000,
     )

@@ -12,8 +12,9 @@ class TrainConfig:
     Fields left at 0 are derived from the model size (see kollm.train.hparams and docs/train.md).
     """
 
-    data: str = ""  # training corpus: .jsonl (`text` field), .txt, or a token-shard folder (shards.json)
-    val_data: str = ""  # validation corpus; empty = hold out ~5% of `data`
+    data: str = ""  # training corpus: a file or folder of text (`kollm data run`'s clean/), or token shards (tokens/)
+    val_data: str = ""  # validation corpus; empty = hold out `val_fraction` of `data` (written to OUT/val.jsonl)
+    val_fraction: float = 0.05
     tokenizer: str = ""  # tokenizer folder (tokenizer.json)
 
     batch_size: int = 0  # sequences per optimiser step, over all processes; 0 = derived

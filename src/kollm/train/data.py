@@ -8,25 +8,46 @@ is the whole data-loader position: it goes in the checkpoint, and a resumed run 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kollm.errors import KollmError
+from kollm.progress import progress
+from kollm.special_tokens import frame
 
 
 def tokenize_stream(tokenizer: object, texts: Sequence[str], show: bool = True) -> np.ndarray:
-    """BOS doc EOS BOS doc EOS ... as one int32 array."""
+    """BOS doc EOS BOS doc EOS ... as one int32 array (the same framing as token shards)."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     parts = []
-    for text in tqdm(texts, desc="tokenize", unit="doc", leave=False, disable=not show):
+    for text in progress(texts, desc="tokenize", unit="doc", leave=False, disable=not show):
         ids = tokenizer.encode(text, add_special_tokens=False)
-        parts.append(np.asarray([x for x in (bos, *ids, eos) if x is not None], dtype=np.int32))
+        parts.append(np.asarray(frame(ids, bos, eos), dtype=np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def hold_out(texts: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val): a document goes to val by a hash of its text, so the split does not depend on file order."""
+    if not 0.0 < fraction < 1.0:
+        raise KollmError(f"val_fraction must be between 0 and 1, got {fraction}")
+
+    def is_val(text: str) -> bool:
+        h = int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "big")
+        return (h % 10_000) < fraction * 10_000
+
+    if len(texts) < 2:
+        raise KollmError(f"corpus too small to split: {len(texts)} usable document(s); give at least 2 documents "
+                         "(a few thousand characters), or pass validation text with --val")
+    train = [t for t in texts if not is_val(t)]
+    val = [t for t in texts if is_val(t)]
+    if not train or not val:  # tiny corpora: the hash can leave a side empty
+        train, val = list(texts[:-1]), list(texts[-1:])
+    return train, val
 
 
 def is_shard_folder(path: str | Path) -> bool:

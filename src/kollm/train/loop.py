@@ -8,16 +8,17 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from kollm.errors import KollmError
 from kollm.files import write_json
 from kollm.model import KollmLM, ModelConfig
 from kollm.model.score import bits_per_byte
+from kollm.progress import progress
+from kollm.runtime import check_compiler, configure, pick_dtype
 from kollm.train import checkpoint as ckpt
 from kollm.train.config import TrainConfig
 from kollm.train.data import BatchSampler, check_shards, is_shard_folder, open_token_segments, tokenize_stream
@@ -27,7 +28,6 @@ from kollm.train.metrics import MetricsLog
 from kollm.train.mfu import flops_per_token, measure_matmul_peak
 from kollm.train.optim import lr_factor, make_optimizers
 from kollm.train.plots import plot_run
-from kollm.train.precision import check_compiler, configure, pick_dtype
 
 SAMPLE_PROMPT = "대한민국의 수도는"
 
@@ -62,7 +62,8 @@ class Trainer:
         if model_cfg.vocab_size and model_cfg.vocab_size < vocab:
             raise KollmError(f"model vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab} "
                              "tokens; set vocab_size = 0 to take it from the tokenizer")
-        self.model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": model_cfg.vocab_size or vocab}).resolved()
+        model_cfg = model_cfg if model_cfg.is_resolved else model_cfg.resolved()  # `kollm train` resolved it already
+        self.model_cfg = replace(model_cfg, vocab_size=model_cfg.vocab_size or vocab)
         self.cfg, self.derived = resolve(self.model_cfg, cfg, info.world)
         cfg = self.cfg
         self.tokenizer, self.out = tokenizer, Path(out_dir)
@@ -244,9 +245,9 @@ class Trainer:
         self._write_run_info(peak)
         limit = ("s", cfg.time_budget) if cfg.time_budget else ("steps", cfg.max_steps) if cfg.max_steps else (
             "tokens", cfg.max_tokens)
-        bar = tqdm(total=round(limit[1]), desc="train", dynamic_ncols=True, disable=not info.is_main,
-                   initial=round(self._bar_pos(limit[0])),
-                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + limit[0] + " [{elapsed}<{remaining}{postfix}]")
+        bar = progress(total=round(limit[1]), desc="train", dynamic_ncols=True, disable=not info.is_main,
+                       initial=round(self._bar_pos(limit[0])),
+                       bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + limit[0] + " [{elapsed}<{remaining}{postfix}]")
         last_eval = last_ckpt = self.train_seconds
         last_eval_step = last_ckpt_step = self.step
         window_tokens, window_time, interrupted = 0, 0.0, False
@@ -269,8 +270,10 @@ class Trainer:
                     self.log.log({"step": self.step, "tokens": self.tokens, "seconds": round(self.train_seconds, 3),
                                   "loss": loss, "lr": self.optimizers[-1].param_groups[0]["lr"],
                                   "tok_s": round(tok_s), "mfu": round(mfu, 4)})
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.0%}",
-                                    bpb=f"{self.best_bpb:.3f}")
+                    shown = {"loss": f"{loss:.3f}", "tok_s": f"{tok_s:,.0f}", "mfu": f"{mfu:.0%}"}
+                    if math.isfinite(self.best_bpb):  # nothing to show before the first evaluation
+                        shown["bpb"] = f"{self.best_bpb:.3f}"
+                    bar.set_postfix(shown, refresh=False)
                     window_tokens, window_time = 0, 0.0
                 bar.n = min(bar.total, round(self._bar_pos(limit[0])))
                 bar.refresh()

@@ -37,7 +37,8 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 0, se
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Forward + backward FLOPs per training token (PaLM appendix B convention)."""
-    c = cfg.resolved()
+    cfg.require_resolved()
+    c = cfg
     attn = c.width * c.n_heads * c.head_dim * 2 + c.width * c.n_kv_heads * c.head_dim * 2
     mlp = 3 * c.width * c.ffn_dim
     matmul_params = c.depth * (attn + mlp) + c.width * c.vocab_size  # the head is a matmul, the embedding is not

@@ -45,10 +45,6 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, ns_dtype: torch.dtype = 
     return [torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=True)]
 
 
-def base_lrs(optimizers: list[torch.optim.Optimizer]) -> list[list[float]]:
-    return [[g["lr"] for g in opt.param_groups] for opt in optimizers]
-
-
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
     """Warmup (by steps), then constant, then a linear decay over the last `decay_frac` of the run.
 

@@ -1,20 +1,31 @@
-"""Pick device and dtype from the hardware, never by assumption.
+"""The one place that picks device and dtype, for every stage (train, eval, serve, interop).
 
-On CPUs without AMX, bf16 matmuls are emulated: measured ~0.3 GFLOP/s in bf16 vs ~140 GFLOP/s in fp32
-on the 2-core AVX2 machines kollm is developed on, so CPU training runs in float32.
+Never by assumption: on CPUs without AMX, bf16 matmuls are emulated (measured ~0.3 GFLOP/s in bf16 vs
+~140 GFLOP/s in fp32 on the 2-core AVX2 machines kollm is developed on), so CPUs run float32 and bf16 is
+used only on GPUs that support it natively.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
+
+from kollm.errors import KollmError
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype for matmuls: bf16 on GPUs that support it, float32 everywhere else."""
+def pick_dtype(device: torch.device | None = None) -> torch.dtype:
+    """bf16 on GPUs with native bf16, float32 everywhere else.
+
+    Training uses it as the autocast dtype (master weights stay float32); inference (eval, serve) loads
+    weights in it.
+    """
+    device = device or pick_device()
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -30,11 +41,6 @@ def configure(device: torch.device, threads: int = 0) -> None:
 
 def check_compiler(device: torch.device) -> None:
     """torch.compile on CPU generates C++ and needs a compiler; say so before training starts, not mid-step."""
-    import os
-    import shutil
-
-    from kollm.errors import KollmError
-
     if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
         raise KollmError("compile = true needs a C++ compiler for torch.compile on CPU (none found: no g++, "
                          "clang++ or $CXX); install one (apt install g++) or set compile = false")

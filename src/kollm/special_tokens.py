@@ -1,0 +1,71 @@
+"""The special-token contract: every token kollm defines, and how a document is framed for training.
+
+Every kollm tokenizer carries, in this order: BOS, EOS, PAD (ids 0, 1, 2), the PII placeholders that
+masking writes into text (each must stay one token), and the ChatML turn markers its chat template uses.
+Foreign tokenizers (Llama, Qwen, Gemma) keep their own tokens and template: code that needs BOS/EOS asks
+the tokenizer's own config (`special_ids`), never a list of likely names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kollm.errors import KollmError
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+PII_PLACEHOLDERS: tuple[str, ...] = (
+    "<|rrn|>",  # resident registration number (주민등록번호)
+    "<|phone|>",
+    "<|email|>",
+    "<|card|>",
+    "<|brn|>",  # business registration number (사업자등록번호)
+    "<|account|>",
+)
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+CHAT_TOKENS: tuple[str, ...] = (IM_START, IM_END)
+
+SPECIAL_TOKENS: tuple[str, ...] = (BOS, EOS, PAD, *PII_PLACEHOLDERS, *CHAT_TOKENS)
+
+# ChatML, after BOS (every kollm document starts with BOS). Roles: system, user, assistant.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages %}"
+    "{{ '" + IM_START + "' + message['role'] + '\\n' + message['content'] + '" + IM_END + "\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '" + IM_START + "assistant\\n' }}{%- endif %}"
+)
+
+
+def frame(ids: list[int], bos_id: int | None, eos_id: int | None) -> list[int]:
+    """A document as the model is trained on it: BOS ids EOS (a token the tokenizer lacks is left out)."""
+    return ([bos_id] if bos_id is not None else []) + list(ids) + ([eos_id] if eos_id is not None else [])
+
+
+def _token_text(value: object) -> str | None:
+    # tokenizer_config.json stores a special token as a string or as {"content": ..., ...}
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def special_ids(folder: str | Path) -> tuple[int | None, int | None]:
+    """(bos_id, eos_id) as the tokenizer folder's own tokenizer_config.json names them (None if unset)."""
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    cfg_path, tok_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise KollmError(f"{tok_path} not found; pass a folder made by `kollm tokenizer train` or a HF model folder")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    tok = Tokenizer.from_file(str(tok_path))
+    out = []
+    for key in ("bos_token", "eos_token"):
+        text = _token_text(cfg.get(key))
+        tid = tok.token_to_id(text) if text else None
+        if text and tid is None:
+            raise KollmError(f"{cfg_path} names {key} {text!r}, which is not in {tok_path}; fix the config")
+        out.append(tid)
+    return out[0], out[1]

@@ -1,0 +1,294 @@
+"""Korean metrics: normalisation edge cases (spacing, NFC/NFD, conjoining jamo, particles, emoji, empty)
+and small values worked out by hand."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kollm.eval.metrics import (
+    char_edit_distance,
+    char_similarity,
+    chrf,
+    contains,
+    exact_match,
+    has_pii,
+    is_json,
+    keywords_present,
+    korquad_normalize,
+    length_ok,
+    matches_regex,
+    morphemes,
+    normalize,
+    qa_exact_match,
+    qa_f1,
+    rouge_l,
+)
+
+HANGUK_NFD = unicodedata.normalize("NFD", "한국")  # the same as conjoining jamo: ᄒ ᅡ ᆫ ᄀ ᅮ ᆨ
+HAN_JAMO = "\u1112\u1161\u11ab"  # ᄒ + ᅡ + ᆫ
+
+
+# --- normalisation ---------------------------------------------------------------------------------------
+def test_normalize_composes_conjoining_jamo_and_nfd():
+    assert HANGUK_NFD == "\u1112\u1161\u11ab\u1100\u116e\u11a8" and len(HANGUK_NFD) == 6
+    assert normalize(HAN_JAMO) == "한"
+    assert normalize(HANGUK_NFD) == "한국"
+
+
+def test_normalize_keeps_compatibility_jamo():
+    # ㅋㅋ / ㅎㅏㄴ are letters typed on their own (chat laughter, spelled-out jamo), not a syllable.
+    assert normalize("ㅋㅋ") == "ㅋㅋ"
+    assert normalize("ㅎㅏㄴ") != "한"
+
+
+def test_normalize_whitespace_and_invisibles():
+    assert normalize("  서울\t\n역\u00a0앞\u3000광장  ") == "서울 역 앞 광장"
+    assert normalize("서울\u200b역\ufeff") == "서울역"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert normalize(f"가족 {family}") == f"가족 {family}"  # the ZWJs of an emoji sequence survive
+
+
+# --- exact match -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "pred,ref",
+    [("서울 역", "서울역"), ("서울역", " 서 울 역 "), ("아이폰 15 프로", "아이폰15프로"), ("좋아요 👍", "좋아요👍")],
+)
+def test_exact_match_ignores_spacing_by_default(pred, ref):
+    assert exact_match(pred, ref) == 1.0
+
+
+def test_exact_match_with_spacing():
+    assert exact_match("서울 역", "서울역", spacing=True) == 0.0
+    assert exact_match("서울  역", " 서울 역", spacing=True) == 1.0
+
+
+def test_exact_match_nfc_nfd_and_jamo():
+    assert exact_match(HANGUK_NFD, "한국") == 1.0
+    assert exact_match(HAN_JAMO + "국", "한국", spacing=True) == 1.0
+    assert exact_match("한국", "한굴") == 0.0
+
+
+def test_exact_match_empty():
+    assert exact_match("", "") == 1.0
+    assert exact_match("", "가") == 0.0
+    assert exact_match("   ", "") == 1.0
+
+
+# --- edit distance ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "a,b,d",
+    [
+        ("아이폰", "아이펀", 1),  # one syllable, although two jamo differ
+        ("하", "한", 1),  # a dropped batchim is one edit, not a jamo edit
+        ("kitten", "sitting", 3),
+        ("", "갤럭시", 3),
+        ("갤럭시", "", 3),
+        ("삼성전쟈", "삼성전자", 1),
+        ("서울역", "서울 역", 1),  # a space is a character
+        ("👍", "👎", 1),
+        ("가나다", "가나다", 0),
+    ],
+)
+def test_char_edit_distance(a, b, d):
+    assert char_edit_distance(a, b) == d
+    assert char_edit_distance(b, a) == d
+
+
+def test_char_edit_distance_counts_syllables_not_bytes_or_jamo():
+    assert char_edit_distance(HANGUK_NFD, "한국") == 0
+    assert char_edit_distance("한국", "영국") == 1  # 3 UTF-8 bytes and 2 jamo differ in 한/영
+
+
+def test_char_similarity():
+    assert char_similarity("아이폰", "아이펀") == pytest.approx(2 / 3)
+    assert char_similarity("", "") == 1.0
+    assert char_similarity("가나", "") == 0.0
+    assert char_similarity("가나", "다라") == 0.0
+
+
+# --- KorQuAD ---------------------------------------------------------------------------------------------
+def test_korquad_normalize_follows_official_script():
+    assert korquad_normalize("《훈민정음》") == "훈민정음"
+    assert korquad_normalize("‘KTX’ (고속철도).") == "ktx 고속철도"
+    assert korquad_normalize(HANGUK_NFD) == "한국"
+
+
+def test_qa_exact_match():
+    assert qa_exact_match("《훈민정음》", ["훈민정음"]) == 1.0
+    assert qa_exact_match("KTX", "ktx") == 1.0
+    assert qa_exact_match("1443년", ["1446년", "1443년"]) == 1.0
+    assert qa_exact_match("1444년", ["1446년", "1443년"]) == 0.0
+    # The official script keeps single spaces for EM; only its F1 ignores spacing.
+    assert qa_exact_match("서울 역", "서울역") == 0.0
+    assert qa_f1("서울 역", "서울역") == 1.0
+
+
+def test_qa_f1_by_hand():
+    # chars 세종대왕 vs 세종: 2 shared; P = 2/4, R = 2/2, F1 = 2/3
+    assert qa_f1("세종대왕", "세종") == pytest.approx(2 / 3)
+    # a bag of characters, not a sequence: order does not matter
+    assert qa_f1("종세", "세종") == 1.0
+    # particles attached: 학교에 vs 학교: P = 2/3, R = 1, F1 = 0.8
+    assert qa_f1("학교에", "학교") == pytest.approx(0.8)
+    # the best gold counts
+    assert qa_f1("세종대왕", ["이성계", "세종대왕"]) == 1.0
+    assert qa_f1("가나", "다라") == 0.0
+    assert qa_f1("", "가") == 0.0
+    assert qa_f1(HANGUK_NFD, "한국") == 1.0
+
+
+def test_qa_needs_a_gold():
+    with pytest.raises(ValueError, match="gold"):
+        qa_f1("가", [])
+
+
+# --- morphemes, ROUGE-L, chrF ----------------------------------------------------------------------------
+def test_morphemes_ignore_spacing_and_punctuation():
+    assert morphemes("학교에 갔다") == morphemes("학교 에 갔다") == ["학교", "에", "가", "었", "다"]
+    assert morphemes("좋아요.") == morphemes("좋아요")
+    assert morphemes("") == morphemes("   ") == []
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("학교에 갔다", "학교 에 갔다"),
+        ("친구랑 밥을 먹었어", "친구 랑 밥 을 먹었어"),
+        (HANGUK_NFD + "에 왔다", "한국에 왔다"),
+    ],
+)
+def test_rouge_l_particles_attached_or_not(a, b):
+    assert rouge_l(a, b) == 1.0
+
+
+def test_rouge_l_by_hand():
+    # 오늘/날씨/가/좋/어요 vs 내일/날씨/가/흐리/어요: LCS 날씨 가 어요 = 3 of 5 each side, F1 = 0.6
+    assert morphemes("오늘 날씨가 좋아요.") == ["오늘", "날씨", "가", "좋", "어요"]
+    assert rouge_l("오늘 날씨가 좋아요.", "내일 날씨가 흐려요!") == pytest.approx(0.6)
+    # 나/는/사과/를/먹/었/다 vs 나/는/배/를/먹/었/다: LCS 6 of 7, F1 = 6/7
+    assert rouge_l("나는 사과를 먹었다", "나는 배를 먹었다") == pytest.approx(6 / 7)
+
+
+def test_rouge_l_edges():
+    assert rouge_l("배송이 빨라요 👍", "배송이 빨라요 👍") == 1.0
+    assert rouge_l("", "") == 1.0
+    assert rouge_l("", "배송") == 0.0
+    assert rouge_l("고양이", "자동차") == 0.0
+
+
+def test_chrf_by_hand():
+    # n=1: hyp {a,b} vs ref {a,b,c}: P 1, R 2/3; n=2: {ab} vs {ab,bc}: P 1, R 1/2; n>=3: hyp too short, skipped.
+    # P = 1, R = 7/12; F2 = 5PR / (4P + R) = (35/12) / (55/12) = 7/11
+    assert chrf("ab", "abc") == pytest.approx(7 / 11)
+    # n=1: P 2/3, R 1; n=2: P 1/2, R 1; P = 7/12, R = 1; F2 = (35/12) / (28/12 + 1) = 0.875
+    assert chrf("고양이", "고양") == pytest.approx(0.875)
+
+
+def test_chrf_edges():
+    assert chrf("서울 역", "서울역") == 1.0  # whitespace removed
+    assert chrf(HANGUK_NFD, "한국") == 1.0
+    assert chrf("가나다", "라마바") == 0.0
+    assert chrf("", "") == 1.0
+    assert chrf("", "가") == 0.0
+    assert chrf("가", "") == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=12), st.text(max_size=12))
+def test_character_scores_in_unit_interval(a, b):
+    for score in (char_similarity(a, b), chrf(a, b), qa_f1(a, b), qa_exact_match(a, b), exact_match(a, b)):
+        assert 0.0 <= score <= 1.0
+    assert char_similarity(a, a) == 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.text(alphabet="가나다라마 은는이가을를에서 .!", max_size=15), st.text(alphabet="가나다라 은는을에 ", max_size=15)
+)
+def test_rouge_l_in_unit_interval(a, b):
+    assert 0.0 <= rouge_l(a, b) <= 1.0
+
+
+# --- reference-free checks -------------------------------------------------------------------------------
+def test_length_ok_counts_nfc_characters():
+    assert len(HANGUK_NFD) == 6
+    assert length_ok(HANGUK_NFD, 2, 2)
+    assert length_ok("  한국  ", 2, 2)  # the ends are stripped
+    assert not length_ok("한국", 3, 10)
+    assert not length_ok("한국어", 0, 2)
+    assert length_ok("", 0, 0)
+
+
+def test_keywords_present():
+    assert keywords_present("지금 무료배송 이벤트", ["무료 배송", "이벤트"])
+    assert keywords_present("IPHONE 특가", ["iPhone"])
+    assert keywords_present("한국 여행 특가", [HANGUK_NFD])
+    assert not keywords_present("지금 무료배송", ["무료배송", "1+1"])
+    assert keywords_present("아무 글", [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "문의는 010-1234-5678로 주세요",
+        "hong.gildong@example.com 으로 보내 주세요",
+        "고객센터 1588-1234",
+        "연락처 ０１０－１２３４－５６７８",  # full-width digits
+    ],
+)
+def test_has_pii_positive(text):
+    assert has_pii(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["봄맞이 무선 청소기 최대 30% 할인, 19,900원부터!", "2024년 12월 25일 단 하루", "", "아이폰 15 프로 256GB"],
+)
+def test_has_pii_negative(text):
+    assert not has_pii(text)
+
+
+# --- Studio assertions -----------------------------------------------------------------------------------
+def test_contains():
+    assert contains("배송이 정말 빨라요", "정말 빨라")
+    assert not contains("배송이 정말빨라요", "정말 빨라")
+    assert contains("배송이 정말빨라요", "정말 빨라", spacing=False)
+    assert contains(HANGUK_NFD + " 여행", "한국")
+    assert contains("아무 글", "")
+
+
+def test_matches_regex():
+    assert matches_regex("가격은 19,900원입니다", r"\d{1,3}(,\d{3})*원")
+    assert not matches_regex("가격 미정", r"\d+원")
+    assert matches_regex(HANGUK_NFD + "어", r"^한국")  # NFD text is matched as NFC
+    assert matches_regex("한국어", unicodedata.normalize("NFD", "^한국"))  # and so is an NFD pattern
+
+
+@pytest.mark.parametrize("pattern", ["(", "[가-", "*원"])
+def test_matches_regex_bad_pattern(pattern):
+    with pytest.raises(ValueError, match="invalid regular expression") as e:
+        matches_regex("아무 글", pattern)
+    assert repr(pattern) in str(e.value) and "position" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ('{"요약": "배송이 빠름", "점수": 5}', True),
+        ('  ["가", "나"]\n', True),
+        ('"문자열"', True),
+        ("3.5", True),
+        ('{"요약": "배송이 빠름"', False),
+        ("{'요약': 1}", False),  # single quotes are Python, not JSON
+        ("NaN", False),
+        ('{"x": Infinity}', False),
+        ('```json\n{"a": 1}\n```', False),
+        ("", False),
+    ],
+)
+def test_is_json(text, ok):
+    assert is_json(text) is ok
