@@ -35,3 +35,20 @@ def test_unknown_keys_and_wrong_types_are_errors():
 def test_cli_overrides_only_given_values():
     cfg = override(TrainConfig(lr=1e-3, batch_size=8), batch_size=None, lr=2e-3)
     assert cfg.lr == 2e-3 and cfg.batch_size == 8
+
+
+def test_a_train_run_resolves_its_model_config_once(tmp_path, tiny_tokenizer, monkeypatch):
+    from conftest import korean_texts, write_jsonl
+
+    from kollm.train.run import train_from_recipe
+
+    calls = []
+    original = ModelConfig.resolved
+    monkeypatch.setattr(ModelConfig, "resolved", lambda self: calls.append(1) or original(self))
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[model]\ndepth = 1\nmax_seq_len = 32\n[train]\nbatch_size = 2\nmax_steps = 1\n"
+                      "eval_every_s = 1e9\nsample_tokens = 0\ntensorboard = false\n")
+    train_from_recipe(recipe, tmp_path / "run", data=str(write_jsonl(tmp_path / "t.jsonl", korean_texts(20))),
+                      tokenizer=str(tmp_path / "tok"))
+    assert len(calls) == 1
