@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config
+from transformers.utils import logging as hf_logging
 
 from kollm.errors import KollmError
 from kollm.files import atomic_dir
@@ -91,6 +93,8 @@ def load_hf_causal_lm(path: str | Path, device: torch.device | None = None) -> t
     if not (path / "config.json").is_file():
         raise KollmError(f"{path} is not a Hugging Face model folder (no config.json); pass --model DIR")
     device = device or pick_device()
+    if not sys.stderr.isatty():  # transformers' weight-loading bar redraws with "\r": noise in a log file
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=pick_dtype(device))
