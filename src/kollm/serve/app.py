@@ -1,49 +1,175 @@
-"""OpenAI-compatible HTTP API (the completions API of GPT-3): the official `openai` client works
-against it with `base_url="http://127.0.0.1:8000/v1"`."""
+"""OpenAI-compatible HTTP API (GPT-3's completions, and chat completions): the official `openai` client works
+against it with `base_url="http://127.0.0.1:8000/v1"`, and so does lm-evaluation-harness's `local-completions`
+(token-id prompts, `echo` + `logprobs` for log-likelihood).
+
+Each request's tokens come from a worker thread through a queue; a client that goes away sets a flag the worker
+checks every step, so its stream stops (and frees the engine) within one token.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kollm.serve.engine import Engine
+from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
+from kollm.serve.sampling import SamplingParams
 
 
-class CompletionRequest(BaseModel):
-    model: str | None = None
-    prompt: str | list[str] = ""
-    max_tokens: int = Field(16, ge=0)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    echo: bool = False
-    stream: bool = False
-    user: str | None = None
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.param, self.status = message, param, status
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(status_code=status, content={
-        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}})
+        "error": {"message": message, "type": kind, "param": param, "code": None}})
+
+
+def _params(engine: Engine, req: Sampling, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    bias = {}
+    for k, v in (req.logit_bias or {}).items():
+        if not k.lstrip("-").isdigit() or not 0 <= int(k) < engine.vocab:
+            raise BadRequest(f"logit_bias key {k!r} is not a token id of this model (0..{engine.vocab - 1})",
+                             "logit_bias")
+        if not -100 <= v <= 100:
+            raise BadRequest(f"logit_bias value {v} for token {k} must be between -100 and 100", "logit_bias")
+        bias[int(k)] = v
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=engine.default_temperature if req.temperature is None else req.temperature,
+        top_p=engine.default_top_p if req.top_p is None else req.top_p, top_k=max(req.top_k, 0), min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty, presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty, logit_bias=bias, stop=stop,
+        stop_token_ids=list(req.stop_token_ids or []), ignore_eos=req.ignore_eos, seed=req.seed, logprobs=logprobs,
+    )
+
+
+def _check_context(engine: Engine, ids: list[int], max_tokens: int) -> None:
+    if not ids:
+        raise BadRequest("the prompt is empty; send at least one token", "prompt")
+    if any(not 0 <= t < engine.vocab for t in ids):
+        raise BadRequest(f"prompt token ids must be between 0 and {engine.vocab - 1}", "prompt")
+    if len(ids) + max_tokens > engine.max_len:
+        raise BadRequest(f"this model's maximum context length is {engine.max_len} tokens; the prompt has "
+                         f"{len(ids)} tokens and max_tokens asks for {max_tokens} more: shorten the prompt or lower "
+                         "max_tokens", "prompt" if len(ids) >= engine.max_len else "max_tokens")
+
+
+def _run(engine: Engine, ids: list[int], p: SamplingParams) -> tuple[asyncio.Queue, threading.Event]:
+    """Generate in a worker thread; steps arrive on the queue, None last. Setting the event stops it."""
+    loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+    def work() -> None:
+        steps = engine.generate(ids, p)
+        try:
+            for step in steps:
+                if cancel.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, step)
+        except Exception as e:  # noqa: BLE001 - reported to the client as a server error, never a traceback
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            steps.close()  # leaves the engine's lock in this thread
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=work, daemon=True).start()
+    return queue, cancel
+
+
+async def _steps(engine: Engine, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
+    queue, cancel = _run(engine, ids, p)
+    try:
+        while (step := await queue.get()) is not None:
+            if isinstance(step, Exception):
+                raise step
+            yield step
+    finally:
+        cancel.set()
+
+
+class _Choice:
+    """One choice being built: text, tokens with their logprobs, finish reason."""
+
+    def __init__(self) -> None:
+        self.text, self.ids, self.lps, self.tops, self.finish = "", [], [], [], None
+
+    def add(self, step: Token | Finish) -> str:
+        if isinstance(step, Finish):
+            self.finish = step.reason
+        else:
+            self.ids.append(step.id)
+            self.lps.append(step.logprob)
+            self.tops.append(step.top)
+        self.text += step.text
+        return step.text
+
+
+def _legacy_logprobs(engine: Engine, ids: list[int], lps: list, tops: list, offset0: int = 0) -> dict:
+    """The completions API's logprobs object: tokens, token_logprobs, top_logprobs, text_offset."""
+    tokens = [engine.token_text(t) for t in ids]
+    offsets, at = [], offset0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    return {"tokens": tokens, "token_logprobs": lps, "text_offset": offsets,
+            "top_logprobs": [None if top is None else {engine.token_text(k): v for k, v in top.items()}
+                             for top in tops]}
+
+
+def _sse(obj: dict | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, completion_chars: int) -> dict:
+    # characters too: a Korean user sees characters per token, the measure a tokenizer is judged by
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_characters": prompt_chars, "completion_characters": completion_chars}
 
 
 def create_app(engine: Engine) -> FastAPI:
-    app = FastAPI(title="kollm", description="OpenAI-compatible completions for Korean LMs")
+    app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs")
     created = int(time.time())
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        return _error(400, f"{'.'.join(str(p) for p in first['loc'][1:])}: {first['msg']}",
-                      str(first["loc"][-1]))
+        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        if first["type"] == "extra_forbidden":
+            return _error(400, f"unsupported parameter {where!r}: kollm does not implement it; remove it", where)
+        if first["type"] == "json_invalid" or first["loc"] == ("body",):
+            return _error(400, f"the request body is not valid JSON ({first['msg']}); send a JSON object")
+        return _error(400, f"{where}: {first['msg']}", str(first["loc"][-1]))
+
+    @app.exception_handler(BadRequest)
+    async def bad(_: Request, exc: BadRequest) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__}); the request was not completed")
+
+    def check_model(name: str | None) -> None:
+        if name and name != engine.name:
+            raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {engine.name!r}", "model",
+                             404)
 
     @app.get("/health")
     async def health() -> dict:
@@ -51,42 +177,189 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list",
-                "data": [{"id": engine.name, "object": "model", "created": created, "owned_by": "kollm"}]}
+        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
+                                            "owned_by": "kollm", "max_model_len": engine.max_len}]}
 
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> JSONResponse:
+    @app.post("/tokenize")
+    async def tokenize(req: TokenizeRequest) -> dict:
+        check_model(req.model)
+        ids = engine.encode(req.prompt) if req.add_special_tokens else engine.tokenizer.encode(
+            req.prompt, add_special_tokens=False)
+        return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_len}
+
+    @app.post("/detokenize")
+    async def detokenize(req: DetokenizeRequest) -> dict:
+        check_model(req.model)
+        if any(not 0 <= t < engine.vocab for t in req.tokens):
+            raise BadRequest(f"token ids must be between 0 and {engine.vocab - 1}", "tokens")
+        return {"prompt": engine.tokenizer.decode(req.tokens, skip_special_tokens=False)}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict:
+        tok = engine.tokenizer
+        return {"tokenizer_class": type(tok).__name__, "bos_token": tok.bos_token, "eos_token": tok.eos_token,
+                "pad_token": tok.pad_token, "add_bos_token": tok.bos_token is not None,
+                "chat_template": tok.chat_template, "model_max_length": engine.max_len}
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(req: CompletionRequest) -> JSONResponse | StreamingResponse:
+        check_model(req.model)
+        if isinstance(req.prompt, str):
+            prompts = [engine.encode(req.prompt)]
+        elif req.prompt and all(isinstance(x, int) for x in req.prompt):
+            prompts = [list(req.prompt)]  # token ids are used verbatim: no BOS added
+        elif req.prompt and all(isinstance(x, str) for x in req.prompt):
+            prompts = [engine.encode(x) for x in req.prompt]
+        elif req.prompt:
+            prompts = [list(x) for x in req.prompt]
+        else:
+            raise BadRequest("prompt is empty; send a string, a list of strings or token ids", "prompt")
+        if req.max_tokens == 0 and not req.echo:
+            raise BadRequest("max_tokens = 0 is only allowed with echo = true (scoring the prompt)", "max_tokens")
+        if req.stream and req.echo:
+            raise BadRequest("echo is not supported with stream = true; send stream = false", "echo")
+        for ids in prompts:
+            _check_context(engine, ids, req.max_tokens)
+        p = _params(engine, req, req.max_tokens, req.logprobs)
+        rid = f"cmpl-{uuid.uuid4().hex}"
         if req.stream:
-            return _error(400, "stream=true is not supported yet; send stream=false", "stream")
-        if req.model and req.model != engine.name:
-            return _error(404, f"model {req.model!r} is not served here; GET /v1/models lists {engine.name!r}",
-                          "model")
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        stop = [req.stop] if isinstance(req.stop, str) else req.stop
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for prompt in prompts:
+            return StreamingResponse(_stream_completion(engine, rid, prompts, req, p), media_type="text/event-stream")
+        choices, n_out, chars_out = [], 0, 0
+        for ids in prompts:
+            prompt_text = engine.tokenizer.decode(ids, skip_special_tokens=True) if req.echo else ""
+            scored = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs or 0) \
+                if req.echo and req.logprobs is not None else None
             for i in range(req.n):
-                seed = None if req.seed is None else req.seed + i
-                c = await run_in_threadpool(engine.complete, prompt, req.max_tokens, req.temperature,
-                                            req.top_p, stop, seed)
-                choices.append({"text": (prompt if req.echo else "") + c.text, "index": len(choices),
-                                "logprobs": None, "finish_reason": c.finish_reason})
-                completion_tokens += c.completion_tokens
-            prompt_tokens += c.prompt_tokens
-        return JSONResponse({
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": engine.name, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+                c = _Choice()
+                if req.max_tokens:
+                    seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+                    async for step in _steps(engine, ids, seeded):
+                        c.add(step)
+                else:
+                    c.finish = "length"
+                logprobs = None
+                if req.logprobs is not None:
+                    lps, tops, toks = c.lps, c.tops, c.ids
+                    if scored is not None:
+                        lps = [None if s is None else s[0] for s in scored] + lps
+                        tops = [None if s is None else s[1] for s in scored] + tops
+                        toks = ids + toks
+                    logprobs = _legacy_logprobs(engine, toks, lps, tops)
+                choices.append({"text": prompt_text + c.text, "index": len(choices), "logprobs": logprobs,
+                                "finish_reason": c.finish})
+                n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
+        n_in = sum(len(ids) for ids in prompts)
+        chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
+        return JSONResponse({"id": rid, "object": "text_completion", "created": int(time.time()),
+                             "model": engine.name, "choices": choices,
+                             "usage": _usage(n_in, n_out, chars_in, chars_out)})
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(req: ChatRequest) -> JSONResponse | StreamingResponse:
+        check_model(req.model)
+        if req.response_format is not None and req.response_format.type != "text":
+            raise BadRequest(f"response_format {req.response_format.type!r} is not supported yet; send "
+                             "response_format {\"type\": \"text\"} or leave it out", "response_format")
+        try:
+            ids = engine.chat_prompt([m.model_dump(exclude_none=True) for m in req.messages])
+        except ValueError as e:
+            raise BadRequest(str(e), "messages") from None
+        max_tokens = req.max_completion_tokens or req.max_tokens or max(1, engine.max_len - len(ids))
+        _check_context(engine, ids, max_tokens)
+        top = req.top_logprobs if req.top_logprobs is not None else 0
+        p = _params(engine, req, max_tokens, top if req.logprobs else None)
+        turn_end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(turn_end, int) and turn_end != engine.tokenizer.unk_token_id:
+            p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        if req.stream:
+            return StreamingResponse(_stream_chat(engine, rid, ids, req, p), media_type="text/event-stream")
+        choices, n_out, chars_out = [], 0, 0
+        for i in range(req.n):
+            c = _Choice()
+            seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+            async for step in _steps(engine, ids, seeded):
+                c.add(step)
+            choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
+                            "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
+                            "finish_reason": c.finish})
+            n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
+        chars_in = sum(len(m.content) for m in req.messages)
+        return JSONResponse({"id": rid, "object": "chat.completion", "created": int(time.time()),
+                             "model": engine.name, "choices": choices,
+                             "usage": _usage(len(ids), n_out, chars_in, chars_out)})
 
     return app
 
 
-def run_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def _chat_logprobs(engine: Engine, ids: list[int], lps: list, tops: list) -> dict:
+    def entry(tok: int, lp: float) -> dict:
+        text = engine.token_text(tok)
+        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+
+    return {"content": [{**entry(t, lp), "top_logprobs": [entry(k, v) for k, v in (top or {}).items()]}
+                        for t, lp, top in zip(ids, lps, tops, strict=True)]}
+
+
+async def _stream_completion(engine: Engine, rid: str, prompts: list[list[int]], req: CompletionRequest,
+                             p: SamplingParams) -> AsyncIterator[str]:
+    n_out, chars_out, index = 0, 0, 0
+    for ids in prompts:
+        for i in range(req.n):
+            seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+            async for step in _steps(engine, ids, seeded):
+                c = {"text": step.text, "index": index, "logprobs": None, "finish_reason": None}
+                if isinstance(step, Finish):
+                    c["finish_reason"] = step.reason
+                else:
+                    n_out += 1
+                    if req.logprobs is not None:
+                        c["logprobs"] = _legacy_logprobs(engine, [step.id], [step.logprob], [step.top], chars_out)
+                chars_out += len(step.text)
+                if c["text"] or c["finish_reason"] or c["logprobs"]:
+                    yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()),
+                                "model": engine.name, "choices": [c]})
+            index += 1
+    if req.stream_options and req.stream_options.include_usage:
+        chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
+        yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": engine.name,
+                    "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, chars_out)})
+    yield _sse("[DONE]")
+
+
+async def _stream_chat(engine: Engine, rid: str, ids: list[int], req: ChatRequest,
+                       p: SamplingParams) -> AsyncIterator[str]:
+    def chunk(choices: list, **extra: object) -> str:
+        return _sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": engine.name, "choices": choices, **extra})
+
+    n_out, chars_out = 0, 0
+    for i in range(req.n):
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                      "finish_reason": None}])
+        seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+        async for step in _steps(engine, ids, seeded):
+            c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
+                 "finish_reason": None}
+            if isinstance(step, Finish):
+                c["finish_reason"] = step.reason
+            else:
+                n_out += 1
+                if req.logprobs:
+                    c["logprobs"] = _chat_logprobs(engine, [step.id], [step.logprob], [step.top])
+            chars_out += len(step.text)
+            if step.text or c["finish_reason"] or c["logprobs"]:
+                yield chunk([c])
+    if req.stream_options and req.stream_options.include_usage:
+        yield chunk([], usage=_usage(len(ids), n_out, sum(len(m.content) for m in req.messages), chars_out))
+    yield _sse("[DONE]")
+
+
+def run_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+               chat_template: str | Path | None = None) -> None:
     import uvicorn
 
-    engine = Engine.load(model_dir)
+    engine = Engine.load(model_dir, chat_template)
     print(f"kollm: serving {engine.name} at http://{host}:{port}/v1  (Ctrl-C to stop)")
     print(f"  try: curl http://{host}:{port}/v1/completions -H 'Content-Type: application/json' "
           f"-d '{{\"prompt\": \"대한민국의 수도는\", \"max_tokens\": 32}}'")

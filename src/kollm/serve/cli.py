@@ -29,14 +29,16 @@ def serve(
     model: Path = typer.Option(None, help="Hugging Face causal-LM folder"),
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8000)"),
+    chat_template: Path = typer.Option(None, help="Jinja chat template, for a model whose tokenizer has none"),
 ) -> None:
-    """OpenAI-compatible HTTP API: POST /v1/completions, GET /v1/models."""
+    """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize."""
     if ctx.invoked_subcommand:
         return
     from kollm.serve.app import run_server
 
-    cfg = _config(recipe, "serve", model, host=host, port=port)
-    run_server(cfg.model, cfg.host, cfg.port)
+    cfg = _config(recipe, "serve", model, host=host, port=port,
+                  chat_template=str(chat_template) if chat_template else None)
+    run_server(cfg.model, cfg.host, cfg.port, cfg.chat_template or None)
 
 
 @app.command("generate")
@@ -54,5 +56,5 @@ def generate(
 
     engine = Engine.load(_config(recipe, "serve generate", model).model)
     for p in prompt:
-        res = engine.complete(p, max_new_tokens, temperature, top_p, seed=seed)
+        res = engine.complete(p, max_new_tokens, temperature, top_p, seed=seed)  # None: the model's defaults
         typer.echo(f"{p}{res.text}")

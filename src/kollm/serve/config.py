@@ -12,3 +12,4 @@ class ServeConfig:
     model: str = ""  # Hugging Face causal-LM folder
     host: str = "127.0.0.1"
     port: int = 8000
+    chat_template: str = ""  # Jinja file for /v1/chat/completions when the model's tokenizer has none

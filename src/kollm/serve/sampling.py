@@ -1,0 +1,66 @@
+"""What a request asks of the sampler, and one sampling step over a row of logits.
+
+The order is vLLM's: logit bias, then the penalties (repetition, presence, frequency) on the raw logits, then
+temperature, then the truncations (top-k, top-p, min-p). temperature 0 is greedy. Each request samples with its
+own seeded torch.Generator, so a seeded request gives the same tokens whatever else the server is doing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    seed: int | None = None
+    logprobs: int | None = None  # alternatives to report per token (None: no logprobs)
+
+
+def _penalise(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    if seen.numel() == 0:
+        return logits
+    ids, counts = torch.unique(seen, return_counts=True)
+    vals = logits[ids]
+    if p.repetition_penalty != 1.0:  # CTRL's rule: shrink what the model already said, towards 0 either side
+        vals = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    vals = vals - p.presence_penalty - p.frequency_penalty * counts.to(vals.dtype)
+    logits = logits.clone()
+    logits[ids] = vals
+    return logits
+
+
+def next_token(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    """One token from a [vocab] row of float32 logits; `seen` holds the prompt and generated ids so far."""
+    if p.logit_bias:
+        logits = logits.clone()
+        for tok, bias in p.logit_bias.items():
+            logits[tok] += bias
+    logits = _penalise(logits, seen, p)
+    if p.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / p.temperature
+    if 0 < p.top_k < logits.numel():
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if p.min_p > 0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    if p.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        drop = torch.cumsum(sorted_p, 0) - sorted_p > p.top_p  # keep the smallest set reaching top_p
+        probs = probs.scatter(0, order, sorted_p.masked_fill(drop, 0.0))
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
