@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
-import threading
 import time
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
+from live import running
 
 from kollm.serve.app import create_app
 from kollm.serve.engine import Engine
@@ -27,18 +25,8 @@ def engine(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine.name
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(create_app(engine)) as url:
+        yield url, engine.name
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,14 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kollm.serve.config import ServeConfig
 from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.keys import Guard, KeyStore, RateLimit
+from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
 from kollm.serve.sampling import SamplingParams
 
@@ -68,36 +72,78 @@ def _check_context(engine: Engine, ids: list[int], max_tokens: int) -> None:
                          "max_tokens", "prompt" if len(ids) >= engine.max_len else "max_tokens")
 
 
-def _run(engine: Engine, ids: list[int], p: SamplingParams) -> tuple[asyncio.Queue, threading.Event]:
-    """Generate in a worker thread; steps arrive on the queue, None last. Setting the event stops it."""
-    loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+class Runner:
+    """Runs requests on the engine, each in a worker thread whose steps reach the event loop through a queue;
+    counts what /metrics reports, and refuses work (503) when too many requests already wait."""
 
-    def work() -> None:
-        steps = engine.generate(ids, p)
+    def __init__(self, engine: Engine, max_waiting: int) -> None:
+        self.engine, self.max_waiting, self.metrics = engine, max_waiting, Metrics()
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def check_capacity(self) -> None:
+        if self.waiting >= self.max_waiting:  # before a stream starts: a 503 cannot follow a 200
+            raise BadRequest(f"the server is busy ({self.waiting} requests waiting); retry shortly", None, 503)
+
+    def admit(self) -> None:
+        with self._lock:
+            if self.waiting >= self.max_waiting:
+                raise BadRequest(f"the server is busy ({self.waiting} requests waiting); retry shortly", None, 503)
+            self.waiting += 1
+        self.metrics.waiting.inc()
+
+    def _started(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+        self.metrics.waiting.dec()
+        self.metrics.running.inc()
+
+    async def steps(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
+        """The steps of one generation; closing this iterator (a client gone) stops the worker within a step."""
+        self.admit()
+        m, loop, queue, cancel = self.metrics, asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        m.prompt_tokens.inc(len(ids))
+        t0 = time.perf_counter()
+
+        def work() -> None:
+            steps, started, last = self.engine.generate(ids, p), False, None
+            try:
+                for step in steps:
+                    now = time.perf_counter()
+                    if not started:
+                        started = True
+                        self._started()
+                        m.ttft.observe(now - t0)
+                    elif last is not None:
+                        m.itl.observe(now - last)
+                    last = now
+                    if isinstance(step, Token):
+                        m.generation_tokens.inc()
+                    else:
+                        m.requests.labels(step.reason).inc()
+                    if cancel.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, step)
+            except Exception as e:  # noqa: BLE001 - reported to the client as a server error, never a traceback
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                steps.close()  # leaves the engine's lock in this thread
+                if started:
+                    m.running.dec()
+                else:
+                    self._started()
+                    m.running.dec()
+                m.e2e.observe(time.perf_counter() - t0)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=work, daemon=True).start()
         try:
-            for step in steps:
-                if cancel.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, step)
-        except Exception as e:  # noqa: BLE001 - reported to the client as a server error, never a traceback
-            loop.call_soon_threadsafe(queue.put_nowait, e)
+            while (step := await queue.get()) is not None:
+                if isinstance(step, Exception):
+                    raise step
+                yield step
         finally:
-            steps.close()  # leaves the engine's lock in this thread
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=work, daemon=True).start()
-    return queue, cancel
-
-
-async def _steps(engine: Engine, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
-    queue, cancel = _run(engine, ids, p)
-    try:
-        while (step := await queue.get()) is not None:
-            if isinstance(step, Exception):
-                raise step
-            yield step
-    finally:
-        cancel.set()
+            cancel.set()
 
 
 class _Choice:
@@ -140,9 +186,38 @@ def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, comple
             "prompt_characters": prompt_chars, "completion_characters": completion_chars}
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0.0, max_waiting: int = 64,
+               max_body_bytes: int = 1 << 20) -> FastAPI:
+    """`guard`: API keys (off when None or empty); `rate_limit`: requests per second per key (0: off);
+    `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`: request size."""
     app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs")
     created = int(time.time())
+    runner = Runner(engine, max_waiting)
+    limiter = RateLimit(rate_limit)
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next: object) -> Response:
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > max_body_bytes:
+            return _error(413, f"the request body is {int(size):,} bytes; the limit is {max_body_bytes:,}")
+        who = request.client.host if request.client else "?"
+        if guard is not None and request.url.path != "/health" and guard.enabled:
+            auth = request.headers.get("authorization", "")
+            who = guard.check(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+            if who is None:
+                return JSONResponse(status_code=401, content={"error": {
+                    "message": "missing or invalid API key; send Authorization: Bearer <key>",
+                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        wait = limiter.take(who) if request.url.path.startswith("/v1/") else 0.0
+        if wait:
+            resp = _error(429, f"rate limit reached; retry in {wait:.1f} s")
+            resp.headers["Retry-After"] = str(max(1, round(wait)))
+            return resp
+        return await call_next(request)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(runner.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,7 +231,10 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.exception_handler(BadRequest)
     async def bad(_: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.param)
+        resp = _error(exc.status, exc.message, exc.param)
+        if exc.status == 503:  # vLLM's choice: a full queue says when to come back
+            resp.headers["Retry-After"] = "1"
+        return resp
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -221,9 +299,10 @@ def create_app(engine: Engine) -> FastAPI:
         for ids in prompts:
             _check_context(engine, ids, req.max_tokens)
         p = _params(engine, req, req.max_tokens, req.logprobs)
+        runner.check_capacity()
         rid = f"cmpl-{uuid.uuid4().hex}"
         if req.stream:
-            return StreamingResponse(_stream_completion(engine, rid, prompts, req, p), media_type="text/event-stream")
+            return StreamingResponse(_stream_completion(runner, rid, prompts, req, p), media_type="text/event-stream")
         choices, n_out, chars_out = [], 0, 0
         for ids in prompts:
             prompt_text = engine.tokenizer.decode(ids, skip_special_tokens=True) if req.echo else ""
@@ -233,7 +312,7 @@ def create_app(engine: Engine) -> FastAPI:
                 c = _Choice()
                 if req.max_tokens:
                     seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
-                    async for step in _steps(engine, ids, seeded):
+                    async for step in runner.steps(ids, seeded):
                         c.add(step)
                 else:
                     c.finish = "length"
@@ -271,14 +350,15 @@ def create_app(engine: Engine) -> FastAPI:
         turn_end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(turn_end, int) and turn_end != engine.tokenizer.unk_token_id:
             p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS
+        runner.check_capacity()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:
-            return StreamingResponse(_stream_chat(engine, rid, ids, req, p), media_type="text/event-stream")
+            return StreamingResponse(_stream_chat(runner, rid, ids, req, p), media_type="text/event-stream")
         choices, n_out, chars_out = [], 0, 0
         for i in range(req.n):
             c = _Choice()
             seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
-            async for step in _steps(engine, ids, seeded):
+            async for step in runner.steps(ids, seeded):
                 c.add(step)
             choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
                             "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
@@ -301,13 +381,14 @@ def _chat_logprobs(engine: Engine, ids: list[int], lps: list, tops: list) -> dic
                         for t, lp, top in zip(ids, lps, tops, strict=True)]}
 
 
-async def _stream_completion(engine: Engine, rid: str, prompts: list[list[int]], req: CompletionRequest,
+async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]], req: CompletionRequest,
                              p: SamplingParams) -> AsyncIterator[str]:
+    engine = runner.engine
     n_out, chars_out, index = 0, 0, 0
     for ids in prompts:
         for i in range(req.n):
             seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
-            async for step in _steps(engine, ids, seeded):
+            async for step in runner.steps(ids, seeded):
                 c = {"text": step.text, "index": index, "logprobs": None, "finish_reason": None}
                 if isinstance(step, Finish):
                     c["finish_reason"] = step.reason
@@ -327,8 +408,9 @@ async def _stream_completion(engine: Engine, rid: str, prompts: list[list[int]],
     yield _sse("[DONE]")
 
 
-async def _stream_chat(engine: Engine, rid: str, ids: list[int], req: ChatRequest,
+async def _stream_chat(runner: Runner, rid: str, ids: list[int], req: ChatRequest,
                        p: SamplingParams) -> AsyncIterator[str]:
+    engine = runner.engine
     def chunk(choices: list, **extra: object) -> str:
         return _sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": engine.name, "choices": choices, **extra})
@@ -338,7 +420,7 @@ async def _stream_chat(engine: Engine, rid: str, ids: list[int], req: ChatReques
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                       "finish_reason": None}])
         seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
-        async for step in _steps(engine, ids, seeded):
+        async for step in runner.steps(ids, seeded):
             c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
                  "finish_reason": None}
             if isinstance(step, Finish):
@@ -355,12 +437,15 @@ async def _stream_chat(engine: Engine, rid: str, ids: list[int], req: ChatReques
     yield _sse("[DONE]")
 
 
-def run_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-               chat_template: str | Path | None = None) -> None:
+def run_server(cfg: ServeConfig) -> None:
     import uvicorn
 
-    engine = Engine.load(model_dir, chat_template)
-    print(f"kollm: serving {engine.name} at http://{host}:{port}/v1  (Ctrl-C to stop)")
+    engine = Engine.load(cfg.model, cfg.chat_template or None)
+    guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)
+    app = create_app(engine, guard, cfg.rate_limit, cfg.max_waiting)
+    host, port = cfg.host, cfg.port
+    print(f"kollm: serving {engine.name} at http://{host}:{port}/v1  (Ctrl-C to stop; API keys "
+          f"{'required' if guard.enabled else 'off'})")
     print(f"  try: curl http://{host}:{port}/v1/completions -H 'Content-Type: application/json' "
           f"-d '{{\"prompt\": \"대한민국의 수도는\", \"max_tokens\": 32}}'")
-    uvicorn.run(create_app(engine), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -30,15 +30,56 @@ def serve(
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8000)"),
     chat_template: Path = typer.Option(None, help="Jinja chat template, for a model whose tokenizer has none"),
+    api_key: str = typer.Option(None, envvar="KOLLM_API_KEY", help="require this key (besides those in --keys-db)"),
+    keys_db: Path = typer.Option(None, help="key store of `kollm serve keys` (default ~/.local/share/kollm)"),
+    rate_limit: float = typer.Option(None, help="requests per second per key; 0 = off"),
 ) -> None:
-    """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize."""
+    """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /metrics."""
     if ctx.invoked_subcommand:
         return
     from kollm.serve.app import run_server
 
-    cfg = _config(recipe, "serve", model, host=host, port=port,
-                  chat_template=str(chat_template) if chat_template else None)
-    run_server(cfg.model, cfg.host, cfg.port, cfg.chat_template or None)
+    run_server(_config(recipe, "serve", model, host=host, port=port, api_key=api_key, rate_limit=rate_limit,
+                       chat_template=str(chat_template) if chat_template else None,
+                       keys_db=str(keys_db) if keys_db else None))
+
+
+keys = typer.Typer(help="API keys for `kollm serve` (stored hashed; a key is shown once).", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+KEYS_DB = typer.Option(None, help="key store (default ~/.local/share/kollm/keys.db)")
+
+
+def _store(keys_db: Path | None) -> object:
+    from kollm.serve.config import ServeConfig
+    from kollm.serve.keys import KeyStore
+
+    return KeyStore(Path(keys_db or ServeConfig.keys_db).expanduser())
+
+
+@keys.command("create")
+def keys_create(name: str = typer.Option(..., help="who or what the key is for"), keys_db: Path = KEYS_DB) -> None:
+    """Make a key; it is printed once and only its hash is stored."""
+    kid, key = _store(keys_db).create(name)
+    typer.echo(f"{key}\n(id {kid}; store it now: it cannot be shown again)")
+
+
+@keys.command("list")
+def keys_list(keys_db: Path = KEYS_DB) -> None:
+    """Keys by id, name, prefix and state (never the keys themselves)."""
+    import time
+
+    for k in _store(keys_db).list():
+        state = "revoked" if k["revoked"] else "active"
+        typer.echo(f"{k['id']}  {k['name']:<20} {k['prefix']}...  {state:<8} "
+                   f"created {time.strftime('%Y-%m-%d %H:%M', time.localtime(k['created']))}")
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="the id shown by `kollm serve keys list`"),
+                keys_db: Path = KEYS_DB) -> None:
+    """Revoke a key: servers refuse it within a few seconds, without a restart."""
+    _store(keys_db).revoke(key_id)
+    typer.echo(f"revoked {key_id}")
 
 
 @app.command("generate")

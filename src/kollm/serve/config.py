@@ -13,3 +13,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     chat_template: str = ""  # Jinja file for /v1/chat/completions when the model's tokenizer has none
+    api_key: str = ""  # one shared key; empty: only the keys in keys_db (none there: no key needed)
+    keys_db: str = "~/.local/share/kollm/keys.db"  # keys made by `kollm serve keys create` (stored hashed)
+    rate_limit: float = 0.0  # requests per second per key (bursts of twice that); 0: off
+    max_waiting: int = 64  # requests queued for the engine; more get 503 with Retry-After

@@ -1,0 +1,24 @@
+"""Prometheus metrics, named after vLLM's where they mean the same (with kollm's prefix), so existing dashboards
+need only the prefix changed."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()  # one per app: tests start several servers in one process
+        self.running = Gauge("kollm:num_requests_running", "Requests generating now", registry=r)
+        self.waiting = Gauge("kollm:num_requests_waiting", "Requests waiting for the engine", registry=r)
+        self.prompt_tokens = Counter("kollm:prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generation_tokens = Counter("kollm:generation_tokens", "Tokens generated", registry=r)
+        self.requests = Counter("kollm:request_success", "Finished requests, by reason", ["finished_reason"],
+                                registry=r)
+        self.ttft = Histogram("kollm:time_to_first_token_seconds", "Time to first token", buckets=_LATENCY,
+                              registry=r)
+        self.itl = Histogram("kollm:inter_token_latency_seconds", "Time between tokens of a stream",
+                             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=r)
+        self.e2e = Histogram("kollm:e2e_request_latency_seconds", "Request latency", buckets=_LATENCY, registry=r)
