@@ -17,6 +17,7 @@ import typer
 from kollm.data.cli import app as data_app
 from kollm.errors import KollmError
 from kollm.eval.cli import app as eval_app
+from kollm.interop.cli import export_app, import_app
 from kollm.serve.cli import app as serve_app
 from kollm.tokenizer.cli import app as tokenizer_app
 from kollm.train.cli import app as train_app
@@ -30,6 +31,8 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
 app.add_typer(eval_app, name="eval")
 app.add_typer(serve_app, name="serve")
 

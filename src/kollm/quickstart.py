@@ -100,7 +100,7 @@ def run_quickstart(data: list[Path] | None, out: Path, time_budget: float | None
     engine = Engine(model, tok, res.model_dir.name)
     samples = []
     for i, prompt in enumerate(SAMPLE_PROMPTS):
-        c = engine.complete(prompt, max_new_tokens=48, seed=i)
+        c = engine.complete(prompt, max_tokens=48, seed=i)
         samples.append(prompt + c.text)
         typer.echo(f"  > {prompt}{c.text}".replace("\n", " "))
     summary["samples"] = samples
@@ -112,7 +112,7 @@ def run_quickstart(data: list[Path] | None, out: Path, time_budget: float | None
     if serve:
         from kollm.serve.app import run_server
 
-        run_server(res.model_dir, serve_cfg.host, serve_cfg.port)
+        run_server(override(serve_cfg, model=str(res.model_dir)))
     else:
         typer.echo(f"  serve it with: kollm serve --model {res.model_dir}")
     return summary
