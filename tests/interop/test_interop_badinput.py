@@ -118,7 +118,7 @@ def _edit_config(folder, **changes):
 
 
 @pytest.mark.parametrize("changes,words", [
-    ({"model_type": "gemma3_text"}, ["'gemma3_text'", "qwen3"]),
+    ({"model_type": "phi3"}, ["'phi3'", "qwen3"]),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, ["'yarn'"]),
     ({"hidden_act": "gelu"}, ["'gelu'"]),
     ({"attention_bias": True}, ["biases"]),

@@ -45,7 +45,7 @@ def import_hf_cmd(
 
 @export_app.command("gguf")
 def export_gguf_cmd(
-    model: Path = typer.Option(..., help="model folder (kollm train output, or a Qwen3/Qwen2/Llama import)"),
+    model: Path = typer.Option(..., help="model folder (kollm train output, or an imported Qwen3/Qwen2/Llama/Gemma 3)"),
     out: Path = typer.Option(..., help="the .gguf file to write"),
     out_type: str = typer.Option("f16", "--type", help="f32 | f16 | q8_0"),
 ) -> None:

@@ -1,9 +1,9 @@
-"""`kollm export gguf`: a Qwen3 (kollm), Qwen2 or Llama HF folder -> a GGUF file llama.cpp runs.
+"""`kollm export gguf`: a Qwen3 (kollm), Qwen2, Llama or Gemma 3 text HF folder -> a GGUF file llama.cpp runs.
 
 Written with the `gguf` package (llama.cpp's own GGUF writer library) rather than llama.cpp's
 convert_hf_to_gguf.py: that script recognises a BPE pre-tokenizer by hashing its output on a fixed string and
 refuses any tokenizer it has not seen (every kollm tokenizer is new), ships only in an sdist, and must match
-its gguf version. Three layouts need a few dozen lines; anything else is refused by name.
+its gguf version. Four layouts need a few dozen lines; anything else is refused by name.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 
 from kollm.errors import KollmError
 from kollm.files import atomic_path
+from kollm.interop.gguf_gemma3 import add_gemma3_params, check_gemma3, shift_norm
 from kollm.interop.gguf_vocab import read_vocab
 
 TYPES = ("f32", "f16", "q8_0")
-# HF model_type -> gguf arch name. All three are "Llama-like": the same tensor set, optional q/k norms (Qwen3)
-# and q/k/v biases (Qwen2); llama.cpp reads each with its own graph.
-ARCHES = {"qwen3": "qwen3", "qwen2": "qwen2", "llama": "llama"}
+# HF model_type -> gguf arch name. The first three are "Llama-like": the same tensor set, optional q/k norms
+# (Qwen3) and q/k/v biases (Qwen2); llama.cpp reads each with its own graph. Gemma 3 (gguf_gemma3) adds
+# sandwich norms, sliding-window layers and its own norm convention.
+ARCHES = {"qwen3": "qwen3", "qwen2": "qwen2", "llama": "llama", "gemma3_text": "gemma3"}
 
 
 def _config(folder: Path) -> dict:
@@ -35,6 +37,8 @@ def _check_expressible(cfg: dict, folder: Path) -> tuple[str, float]:
     if mt not in ARCHES:
         raise KollmError(f"{folder} is a {mt!r} model; GGUF export handles {', '.join(ARCHES)} layouts "
                          "(kollm models are qwen3)")
+    if mt == "gemma3_text":  # its own RoPE per layer kind, activation and norms
+        return ARCHES[mt], check_gemma3(cfg, folder)
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise KollmError(f"{folder}: rope scaling {rope.get('rope_type')!r} is not supported by GGUF export; "
@@ -98,13 +102,15 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, out_type: str = "f1
             w = _permute(w, n_head)
         elif arch == "llama" and hf_name.endswith("k_proj.weight"):
             w = _permute(w, n_kv)
+        elif arch == "gemma3":
+            w = shift_norm(hf_name, w)
         planned.append((name, w))
 
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
     with atomic_path(out) as tmp:
         w = gguf.GGUFWriter(str(tmp), arch)
-        w.add_name(cfg.get("_name_or_path") or folder.name)
+        w.add_name(cfg.get("_name_or_path") or cfg.get("_model_name_or_path") or folder.name)
         w.add_file_type(ftype)
         w.add_context_length(cfg.get("max_position_embeddings", 2048))
         w.add_embedding_length(cfg["hidden_size"])
@@ -118,6 +124,8 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, out_type: str = "f1
         w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-6))
         if arch == "llama":
             w.add_rope_dimension_count(head_dim)
+        elif arch == "gemma3":
+            add_gemma3_params(w, cfg)
         _add_vocab(w, vocab)
         for name, arr in planned:
             data, raw_dtype = _encode(arr, out_type, gguf, np)
@@ -141,12 +149,17 @@ def _encode(arr: object, out_type: str, gguf: object, np: object) -> tuple[objec
 
 
 def _add_vocab(w: object, v: object) -> None:
-    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_model(v.model)
     w.add_tokenizer_pre(v.pre)
     w.add_token_list(v.tokens)
     w.add_token_types(v.types)
-    w.add_token_merges(v.merges)
-    for add, tid in ((w.add_bos_token_id, v.bos), (w.add_eos_token_id, v.eos), (w.add_pad_token_id, v.pad)):
+    if v.model == "llama":  # SentencePiece: merge priority lives in the scores, not in a merge list
+        w.add_token_scores(v.scores)
+        w.add_add_space_prefix(v.add_space_prefix)
+    else:
+        w.add_token_merges(v.merges)
+    for add, tid in ((w.add_bos_token_id, v.bos), (w.add_eos_token_id, v.eos), (w.add_pad_token_id, v.pad),
+                     (w.add_unk_token_id, v.unk)):
         if tid is not None:
             add(tid)
     w.add_add_bos_token(v.add_bos)

@@ -37,6 +37,10 @@ class GGUFVocab:
     pad: int | None = None
     add_bos: bool = False
     chat_template: str | None = None
+    model: str = "gpt2"  # llama.cpp tokenizer family: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+    scores: list[float] | None = None  # "llama" only: merge priority
+    unk: int | None = None
+    add_space_prefix: bool = False
 
 
 def _pre_name(tok: dict, path: Path) -> str:
@@ -70,9 +74,14 @@ def read_vocab(folder: Path, vocab_size: int) -> GGUFVocab:
         raise KollmError(f"{folder} has no tokenizer.json; GGUF export needs the model's byte-level BPE tokenizer "
                          "in the folder (kollm model folders carry one)")
     tok = json.loads(path.read_text(encoding="utf-8"))
+    from kollm.interop import gguf_spm_vocab  # it imports this module
+
+    if gguf_spm_vocab.is_spm(tok):
+        return gguf_spm_vocab.read_spm_vocab(tok, folder, vocab_size)
     model = tok.get("model") or {}
     if model.get("type") != "BPE" or (tok.get("decoder") or {}).get("type") != "ByteLevel":
-        raise KollmError(f"{path} is a {model.get('type')} tokenizer; GGUF export handles byte-level BPE only")
+        raise KollmError(f"{path} is a {model.get('type')} tokenizer; GGUF export handles byte-level BPE and "
+                         "SentencePiece-style BPE with byte fallback only")
     pre = _pre_name(tok, path)
     by_id: dict[int, str] = {i: t for t, i in model["vocab"].items()}
     types = {i: NORMAL for i in by_id}
