@@ -44,7 +44,7 @@ def quickstart(
     time_budget: float = typer.Option(None, help="training seconds (default from recipes/quickstart.toml)"),
     recipe: Path = typer.Option(None, help="TOML recipe (default: the embedded quickstart recipe)"),
     serve_: bool = typer.Option(True, "--serve/--no-serve", help="start the API server at the end"),
-    port: int = typer.Option(None, help="API port (default from the recipe's [serve], 8000)"),
+    port: int = typer.Option(None, help="API port (default from the recipe's \\[serve], 8000)"),
 ) -> None:
     """Korean text -> clean corpus -> tokenizer -> trained model -> bits-per-byte -> samples -> HTTP API."""
     from kollm.quickstart import run_quickstart

@@ -12,7 +12,7 @@ app = typer.Typer(help="Turn raw Korean text into a clean training corpus.", no_
 
 @app.command("run")
 def run(
-    recipe: Path = typer.Option(None, help="TOML recipe with a [data] section (see recipes/data-ko.toml)"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a \\[data] section (see recipes/data-ko.toml)"),
     data: list[Path] = typer.Option(None, "--data", help="files or folders: jsonl(.gz|.zst), txt, parquet, xml.bz2"),
     out: Path = typer.Option(None, help="output folder: clean/, tokens/, removed/, stats.json, funnel.png"),
     workers: int = typer.Option(None, help="worker processes (default 2)"),

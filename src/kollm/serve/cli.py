@@ -25,7 +25,7 @@ def _config(recipe: Path | None, command: str, model: Path | None, **flags: obje
 @app.callback()
 def serve(
     ctx: typer.Context,
-    recipe: Path = typer.Option(None, help="TOML recipe with a [serve] section"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a \\[serve] section"),
     model: Path = typer.Option(None, help="Hugging Face causal-LM folder"),
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8000)"),
@@ -86,7 +86,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="the id shown by `kollm s
 def generate(
     model: Path = typer.Option(None, help="Hugging Face causal-LM folder"),
     prompt: list[str] = typer.Option(..., help="prompt text (repeat for several)"),
-    recipe: Path = typer.Option(None, help="TOML recipe with a [serve] section"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a \\[serve] section"),
     max_new_tokens: int = typer.Option(64),
     temperature: float = typer.Option(None, help="0 = greedy (default: the model's generation_config.json)"),
     top_p: float = typer.Option(None, help="default: the model's generation_config.json"),

@@ -15,7 +15,7 @@ app = typer.Typer(help="Train Korean tokenizers (saved in Hugging Face format)."
 def train(
     data: list[Path] = typer.Option(None, "--data", help="jsonl/txt files or folders to learn from (repeatable)"),
     out: Path = typer.Option(..., help="folder to write tokenizer.json and tokenizer_config.json"),
-    recipe: Path = typer.Option(None, help="TOML recipe with a [tokenizer] section"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a \\[tokenizer] section"),
     method: str = typer.Option(None, help=" | ".join(METHODS)),
     vocab_size: int = typer.Option(None, help="number of tokens in the vocabulary"),
     min_frequency: int = typer.Option(None, help="BPE: least count for a merge"),

@@ -12,10 +12,10 @@ app = typer.Typer(help="Pretrain decoder-only LMs; export any checkpoint.", invo
 @app.callback()
 def train(
     ctx: typer.Context,
-    recipe: Path = typer.Option(None, help="TOML recipe: [model], [train], optional [tokenizer]"),
+    recipe: Path = typer.Option(None, help="TOML recipe: \\[model], \\[train], optional \\[tokenizer]"),
     data: Path = typer.Option(None, help="training text (.jsonl/.txt file or folder) or a token-shard folder"),
-    val: Path = typer.Option(None, help="validation text; default: hold out [train].val_fraction of --data"),
-    tokenizer: Path = typer.Option(None, help="tokenizer folder (default: train one from the recipe's [tokenizer])"),
+    val: Path = typer.Option(None, help="validation text; default: hold out \\[train].val_fraction of --data"),
+    tokenizer: Path = typer.Option(None, help="tokenizer folder (default: train one from the recipe's \\[tokenizer])"),
     out: Path = typer.Option(Path("kollm-out/train"), help="run folder: checkpoint/, model/ (HF export), metrics"),
     depth: int = typer.Option(None, help="model depth: sets width, heads and MLP size"),
     time_budget: float = typer.Option(None, help="stop (saving cleanly) after this many seconds"),
