@@ -53,3 +53,12 @@ def llama_server(gguf_file: str | Path, n_ctx: int = 256) -> Iterator[LlamaServe
         yield LlamaServer(server.listening_address)
     finally:
         del server  # its destructor stops llama.cpp's main loop
+
+
+def hf_greedy(model: object, ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of `ids`, exactly `n` tokens (EOS blocked, as llama.cpp's ignore_eos)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, len(ids):].tolist()

@@ -15,7 +15,7 @@ from kollm.errors import KollmError
 from kollm.interop import export_gguf
 
 pytest.importorskip("xllamacpp", reason="llama.cpp tests need xllamacpp (pip install -e '.[test]')")
-from llamacpp_server import llama_server  # noqa: E402 - after the skip check
+from llamacpp_server import hf_greedy, llama_server  # noqa: E402 - after the skip check
 from test_interop_llamacpp import KOREAN_SET  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -69,19 +69,13 @@ def test_llamacpp_tokenizes_gemma_like_hf(hf, ggufs):
     assert not bad, {t: (want[t], got[t]) for t in bad}
 
 
-def _hf_greedy(model, ids, n):
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
-
-
 @pytest.mark.parametrize("out_type", ["f32", "f16"])
 def test_llamacpp_gemma_greedy_matches_transformers(hf, ggufs, out_type):
     model, tok = hf
     prompts = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in PROMPTS]
     with llama_server(ggufs[out_type], n_ctx=256) as server:
         got = [server.greedy(p, 24) for p in prompts]
-    want = [_hf_greedy(model, p, 24) for p in prompts]
+    want = [hf_greedy(model, p, 24) for p in prompts]
     same = sum(g == w for g, w in zip(got, want, strict=True))
     prefix = [next((i for i, (a, b) in enumerate(zip(g, w, strict=True)) if a != b), 24) for g, w in zip(got, want,
                                                                                                         strict=True)]

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from kollm.interop import export_gguf
 
 pytest.importorskip("xllamacpp", reason="llama.cpp tests need xllamacpp (pip install -e '.[test]')")
-from llamacpp_server import llama_server  # noqa: E402 - after the skip check
+from llamacpp_server import hf_greedy, llama_server  # noqa: E402 - after the skip check
 
 pytestmark = pytest.mark.slow
 
@@ -58,12 +58,6 @@ def test_llamacpp_tokenizes_like_hf(hf, ggufs):
     assert pii == want[KOREAN_SET[4]]
 
 
-def _hf_greedy(model, ids, n):
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
-
-
 @pytest.mark.parametrize("out_type", ["f32", "f16"])
 def test_llamacpp_greedy_matches_transformers(hf, ggufs, out_type):
     model, tok = hf
@@ -71,7 +65,7 @@ def test_llamacpp_greedy_matches_transformers(hf, ggufs, out_type):
     prompts = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]][:24] for t in KOREAN_SET[:4]]
     with llama_server(ggufs[out_type]) as server:
         got = [server.greedy(p, 32) for p in prompts]
-    want = [_hf_greedy(model, p, 32) for p in prompts]
+    want = [hf_greedy(model, p, 32) for p in prompts]
     same = sum(g == w for g, w in zip(got, want, strict=True))
     print(f"{out_type}: greedy 32-token agreement {same}/{len(prompts)}")
     assert got == want
@@ -106,4 +100,4 @@ def test_other_layouts_run_in_llamacpp(kind, hf, tiny_model_dir, tmp_path):
     prompt = [0, *tok(KOREAN_SET[0], add_special_tokens=False)["input_ids"]][:16]
     with llama_server(gguf_file) as server:
         got = server.greedy(prompt, 16)
-    assert got == _hf_greedy(model, prompt, 16)
+    assert got == hf_greedy(model, prompt, 16)
