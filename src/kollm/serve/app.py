@@ -128,11 +128,9 @@ class Runner:
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
                 steps.close()  # leaves the engine's lock in this thread
-                if started:
-                    m.running.dec()
-                else:
+                if not started:  # ended before its first step: it still left the queue
                     self._started()
-                    m.running.dec()
+                m.running.dec()
                 m.e2e.observe(time.perf_counter() - t0)
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -311,7 +309,7 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
             for i in range(req.n):
                 c = _Choice()
                 if req.max_tokens:
-                    seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+                    seeded = p.for_choice(i)
                     async for step in runner.steps(ids, seeded):
                         c.add(step)
                 else:
@@ -357,7 +355,7 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
         choices, n_out, chars_out = [], 0, 0
         for i in range(req.n):
             c = _Choice()
-            seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+            seeded = p.for_choice(i)
             async for step in runner.steps(ids, seeded):
                 c.add(step)
             choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
@@ -387,7 +385,7 @@ async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]],
     n_out, chars_out, index = 0, 0, 0
     for ids in prompts:
         for i in range(req.n):
-            seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+            seeded = p.for_choice(i)
             async for step in runner.steps(ids, seeded):
                 c = {"text": step.text, "index": index, "logprobs": None, "finish_reason": None}
                 if isinstance(step, Finish):
@@ -419,7 +417,7 @@ async def _stream_chat(runner: Runner, rid: str, ids: list[int], req: ChatReques
     for i in range(req.n):
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                       "finish_reason": None}])
-        seeded = SamplingParams(**{**p.__dict__, "seed": None if p.seed is None else p.seed + i})
+        seeded = p.for_choice(i)
         async for step in runner.steps(ids, seeded):
             c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
                  "finish_reason": None}

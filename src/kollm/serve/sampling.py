@@ -7,7 +7,7 @@ own seeded torch.Generator, so a seeded request gives the same tokens whatever e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -28,6 +28,10 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = None  # alternatives to report per token (None: no logprobs)
+
+    def for_choice(self, i: int) -> SamplingParams:
+        """The params of the i-th of `n` choices: seed + i, so seeded choices differ and each is reproducible."""
+        return replace(self, seed=None if self.seed is None else self.seed + i)
 
 
 def _penalise(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams) -> torch.Tensor:
