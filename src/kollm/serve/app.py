@@ -13,7 +13,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,8 +23,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kollm.errors import KollmError
 from kollm.serve.config import ServeConfig
-from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.engine import Engine, EngineConfig, Finish, Token
 from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
@@ -76,8 +78,9 @@ class Runner:
     """Runs requests on the engine, each in a worker thread whose steps reach the event loop through a queue;
     counts what /metrics reports, and refuses work (503) when too many requests already wait."""
 
-    def __init__(self, engine: Engine, max_waiting: int) -> None:
-        self.engine, self.max_waiting, self.metrics = engine, max_waiting, Metrics()
+    def __init__(self, engine: Engine | None, max_waiting: int) -> None:
+        self.engine, self.max_waiting, self.draining = engine, max_waiting, False
+        self.metrics = Metrics(lambda: self.engine)
         self.waiting = 0
         self._lock = threading.Lock()
 
@@ -144,6 +147,39 @@ class Runner:
             cancel.set()
 
 
+Job = tuple[list[int], SamplingParams]  # a prompt's ids and one choice's sampling
+
+
+async def _merged(runner: Runner, jobs: list[Job]) -> AsyncIterator[tuple[int, Token | Finish]]:
+    """The steps of several generations at once (n choices, several prompts), tagged with their job's index:
+    they run side by side in the engine's batch (identical prompts share one prefill), not one after another."""
+    q: asyncio.Queue = asyncio.Queue()
+
+    async def run(i: int, ids: list[int], p: SamplingParams) -> None:
+        try:
+            async for step in runner.steps(ids, p):
+                await q.put((i, step))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            await q.put((i, e))
+        finally:
+            await q.put((i, None))
+
+    tasks = [asyncio.create_task(run(i, ids, p)) for i, (ids, p) in enumerate(jobs)]
+    try:
+        left = len(tasks)
+        while left:
+            i, step = await q.get()
+            if step is None:
+                left -= 1
+            elif isinstance(step, BaseException):
+                raise step
+            else:
+                yield i, step
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 class _Choice:
     """One choice being built: text, tokens with their logprobs, finish reason."""
 
@@ -184,13 +220,30 @@ def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, comple
             "prompt_characters": prompt_chars, "completion_characters": completion_chars}
 
 
-def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0.0, max_waiting: int = 64,
-               max_body_bytes: int = 1 << 20) -> FastAPI:
-    """`guard`: API keys (off when None or empty); `rate_limit`: requests per second per key (0: off);
-    `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`: request size."""
-    app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs")
+def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None, rate_limit: float = 0.0,
+               max_waiting: int = 64, max_body_bytes: int = 1 << 20) -> FastAPI:
+    """`engine`: an Engine, or a function that loads one (the port opens at once: /health answers 503 until the
+    model is loaded, then 200); `guard`: API keys (off when None or empty); `rate_limit`: requests per second
+    per key (0: off); `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`:
+    request size."""
     created = int(time.time())
-    runner = Runner(engine, max_waiting)
+    runner = Runner(engine if isinstance(engine, Engine) else None, max_waiting)
+    loading: dict = {"error": None}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if runner.engine is None:
+            def load() -> None:
+                try:
+                    runner.engine = engine()
+                except Exception as e:  # noqa: BLE001 - shown by /health and every route, one line
+                    loading["error"] = f"{type(e).__name__}: {e}"
+            threading.Thread(target=load, daemon=True).start()
+        yield
+        runner.draining = True
+
+    app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs",
+                  lifespan=lifespan)
     limiter = RateLimit(rate_limit)
 
     @app.middleware("http")
@@ -206,6 +259,12 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
                 return JSONResponse(status_code=401, content={"error": {
                     "message": "missing or invalid API key; send Authorization: Bearer <key>",
                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        if runner.engine is None and request.url.path not in ("/metrics", "/openapi.json", "/docs"):
+            why = loading["error"]
+            resp = _error(503, f"the model failed to load ({why}); fix it and restart the server" if why else
+                          "the model is still loading; retry shortly")
+            resp.headers["Retry-After"] = "5"
+            return resp
         wait = limiter.take(who) if request.url.path.startswith("/v1/") else 0.0
         if wait:
             resp = _error(429, f"rate limit reached; retry in {wait:.1f} s")
@@ -242,36 +301,40 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
     async def crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); the request was not completed")
 
-    def check_model(name: str | None) -> None:
+    def check_model(name: str | None) -> Engine:
+        engine = runner.engine
         if name and name != engine.name:
             raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {engine.name!r}", "model",
                              404)
+        return engine
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": engine.name}
+        return {"status": "ok", "model": runner.engine.name}
 
     @app.get("/v1/models")
     async def models() -> dict:
+        engine = runner.engine
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
                                             "owned_by": "kollm", "max_model_len": engine.max_len}]}
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> dict:
-        check_model(req.model)
+        engine = check_model(req.model)
         ids = engine.encode(req.prompt) if req.add_special_tokens else engine.tokenizer.encode(
             req.prompt, add_special_tokens=False)
         return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_len}
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> dict:
-        check_model(req.model)
+        engine = check_model(req.model)
         if any(not 0 <= t < engine.vocab for t in req.tokens):
             raise BadRequest(f"token ids must be between 0 and {engine.vocab - 1}", "tokens")
         return {"prompt": engine.tokenizer.decode(req.tokens, skip_special_tokens=False)}
 
     @app.get("/tokenizer_info")
     async def tokenizer_info() -> dict:
+        engine = runner.engine
         tok = engine.tokenizer
         return {"tokenizer_class": type(tok).__name__, "bos_token": tok.bos_token, "eos_token": tok.eos_token,
                 "pad_token": tok.pad_token, "add_bos_token": tok.bos_token is not None,
@@ -279,7 +342,7 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest) -> JSONResponse | StreamingResponse:
-        check_model(req.model)
+        engine = check_model(req.model)
         if isinstance(req.prompt, str):
             prompts = [engine.encode(req.prompt)]
         elif req.prompt and all(isinstance(x, int) for x in req.prompt):
@@ -294,46 +357,48 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
             raise BadRequest("max_tokens = 0 is only allowed with echo = true (scoring the prompt)", "max_tokens")
         if req.stream and req.echo:
             raise BadRequest("echo is not supported with stream = true; send stream = false", "echo")
+        runner.check_capacity()
+        if len(prompts) * req.n > runner.max_waiting:
+            raise BadRequest(f"{len(prompts)} prompts x n = {req.n} is more than the {runner.max_waiting} requests "
+                             "this server queues; send fewer at once", "n")
         for ids in prompts:
             _check_context(engine, ids, req.max_tokens)
         p = _params(engine, req, req.max_tokens, req.logprobs)
         runner.check_capacity()
         rid = f"cmpl-{uuid.uuid4().hex}"
+        jobs = [(ids, p.for_choice(i)) for ids in prompts for i in range(req.n)]  # choice k = prompt k//n, seed i
         if req.stream:
-            return StreamingResponse(_stream_completion(runner, rid, prompts, req, p), media_type="text/event-stream")
-        choices, n_out, chars_out = [], 0, 0
-        for ids in prompts:
+            return StreamingResponse(_stream_completion(runner, rid, prompts, jobs, req),
+                                     media_type="text/event-stream")
+        choices = [_Choice() for _ in jobs]
+        if req.max_tokens:
+            async for k, step in _merged(runner, jobs):
+                choices[k].add(step)
+        out, n_out, chars_out = [], 0, 0
+        for k, c in enumerate(choices):
+            ids = jobs[k][0]
+            if req.max_tokens == 0:
+                c.finish = "length"
+            logprobs = None
+            if req.logprobs is not None:
+                lps, tops, toks = c.lps, c.tops, c.ids
+                if req.echo:
+                    scored = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs or 0)
+                    lps = [None if s is None else s[0] for s in scored] + lps
+                    tops = [None if s is None else s[1] for s in scored] + tops
+                    toks = ids + toks
+                logprobs = _legacy_logprobs(engine, toks, lps, tops)
             prompt_text = engine.tokenizer.decode(ids, skip_special_tokens=True) if req.echo else ""
-            scored = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs or 0) \
-                if req.echo and req.logprobs is not None else None
-            for i in range(req.n):
-                c = _Choice()
-                if req.max_tokens:
-                    seeded = p.for_choice(i)
-                    async for step in runner.steps(ids, seeded):
-                        c.add(step)
-                else:
-                    c.finish = "length"
-                logprobs = None
-                if req.logprobs is not None:
-                    lps, tops, toks = c.lps, c.tops, c.ids
-                    if scored is not None:
-                        lps = [None if s is None else s[0] for s in scored] + lps
-                        tops = [None if s is None else s[1] for s in scored] + tops
-                        toks = ids + toks
-                    logprobs = _legacy_logprobs(engine, toks, lps, tops)
-                choices.append({"text": prompt_text + c.text, "index": len(choices), "logprobs": logprobs,
-                                "finish_reason": c.finish})
-                n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
+            out.append({"text": prompt_text + c.text, "index": k, "logprobs": logprobs, "finish_reason": c.finish})
+            n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
         n_in = sum(len(ids) for ids in prompts)
         chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
         return JSONResponse({"id": rid, "object": "text_completion", "created": int(time.time()),
-                             "model": engine.name, "choices": choices,
-                             "usage": _usage(n_in, n_out, chars_in, chars_out)})
+                             "model": engine.name, "choices": out, "usage": _usage(n_in, n_out, chars_in, chars_out)})
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest) -> JSONResponse | StreamingResponse:
-        check_model(req.model)
+        engine = check_model(req.model)
         if req.response_format is not None and req.response_format.type != "text":
             raise BadRequest(f"response_format {req.response_format.type!r} is not supported yet; send "
                              "response_format {\"type\": \"text\"} or leave it out", "response_format")
@@ -350,22 +415,20 @@ def create_app(engine: Engine, guard: Guard | None = None, rate_limit: float = 0
             p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS
         runner.check_capacity()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
+        jobs = [(ids, p.for_choice(i)) for i in range(req.n)]
         if req.stream:
-            return StreamingResponse(_stream_chat(runner, rid, ids, req, p), media_type="text/event-stream")
-        choices, n_out, chars_out = [], 0, 0
-        for i in range(req.n):
-            c = _Choice()
-            seeded = p.for_choice(i)
-            async for step in runner.steps(ids, seeded):
-                c.add(step)
-            choices.append({"index": i, "message": {"role": "assistant", "content": c.text},
-                            "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
-                            "finish_reason": c.finish})
-            n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
+            return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req), media_type="text/event-stream")
+        choices = [_Choice() for _ in jobs]
+        async for k, step in _merged(runner, jobs):
+            choices[k].add(step)
+        out = [{"index": i, "message": {"role": "assistant", "content": c.text},
+                "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
+                "finish_reason": c.finish} for i, c in enumerate(choices)]
         chars_in = sum(len(m.content) for m in req.messages)
         return JSONResponse({"id": rid, "object": "chat.completion", "created": int(time.time()),
-                             "model": engine.name, "choices": choices,
-                             "usage": _usage(len(ids), n_out, chars_in, chars_out)})
+                             "model": engine.name, "choices": out,
+                             "usage": _usage(len(ids), sum(len(c.ids) for c in choices), chars_in,
+                                             sum(len(c.text) for c in choices))})
 
     return app
 
@@ -379,71 +442,81 @@ def _chat_logprobs(engine: Engine, ids: list[int], lps: list, tops: list) -> dic
                         for t, lp, top in zip(ids, lps, tops, strict=True)]}
 
 
-async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]], req: CompletionRequest,
-                             p: SamplingParams) -> AsyncIterator[str]:
+async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]], jobs: list[Job],
+                             req: CompletionRequest) -> AsyncIterator[str]:
     engine = runner.engine
-    n_out, chars_out, index = 0, 0, 0
-    for ids in prompts:
-        for i in range(req.n):
-            seeded = p.for_choice(i)
-            async for step in runner.steps(ids, seeded):
-                c = {"text": step.text, "index": index, "logprobs": None, "finish_reason": None}
-                if isinstance(step, Finish):
-                    c["finish_reason"] = step.reason
-                else:
-                    n_out += 1
-                    if req.logprobs is not None:
-                        c["logprobs"] = _legacy_logprobs(engine, [step.id], [step.logprob], [step.top], chars_out)
-                chars_out += len(step.text)
-                if c["text"] or c["finish_reason"] or c["logprobs"]:
-                    yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()),
-                                "model": engine.name, "choices": [c]})
-            index += 1
+    n_out, chars_out = 0, [0] * len(jobs)
+    async for k, step in _merged(runner, jobs):
+        c = {"text": step.text, "index": k, "logprobs": None, "finish_reason": None}
+        if isinstance(step, Finish):
+            c["finish_reason"] = step.reason
+        else:
+            n_out += 1
+            if req.logprobs is not None:
+                c["logprobs"] = _legacy_logprobs(engine, [step.id], [step.logprob], [step.top], chars_out[k])
+        chars_out[k] += len(step.text)
+        if c["text"] or c["finish_reason"] or c["logprobs"]:
+            yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()),
+                        "model": engine.name, "choices": [c]})
     if req.stream_options and req.stream_options.include_usage:
         chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
         yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": engine.name,
-                    "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, chars_out)})
+                    "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, sum(chars_out))})
     yield _sse("[DONE]")
 
 
-async def _stream_chat(runner: Runner, rid: str, ids: list[int], req: ChatRequest,
-                       p: SamplingParams) -> AsyncIterator[str]:
+async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job],
+                       req: ChatRequest) -> AsyncIterator[str]:
     engine = runner.engine
+
     def chunk(choices: list, **extra: object) -> str:
         return _sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": engine.name, "choices": choices, **extra})
 
-    n_out, chars_out = 0, 0
-    for i in range(req.n):
+    for i in range(len(jobs)):
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                       "finish_reason": None}])
-        seeded = p.for_choice(i)
-        async for step in runner.steps(ids, seeded):
-            c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
-                 "finish_reason": None}
-            if isinstance(step, Finish):
-                c["finish_reason"] = step.reason
-            else:
-                n_out += 1
-                if req.logprobs:
-                    c["logprobs"] = _chat_logprobs(engine, [step.id], [step.logprob], [step.top])
-            chars_out += len(step.text)
-            if step.text or c["finish_reason"] or c["logprobs"]:
-                yield chunk([c])
+    n_out, chars_out = 0, 0
+    async for i, step in _merged(runner, jobs):
+        c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
+             "finish_reason": None}
+        if isinstance(step, Finish):
+            c["finish_reason"] = step.reason
+        else:
+            n_out += 1
+            if req.logprobs:
+                c["logprobs"] = _chat_logprobs(engine, [step.id], [step.logprob], [step.top])
+        chars_out += len(step.text)
+        if step.text or c["finish_reason"] or c["logprobs"]:
+            yield chunk([c])
     if req.stream_options and req.stream_options.include_usage:
         yield chunk([], usage=_usage(len(ids), n_out, sum(len(m.content) for m in req.messages), chars_out))
     yield _sse("[DONE]")
 
 
 def run_server(cfg: ServeConfig) -> None:
+    """Open the port at once (/health: 503 while the model loads), serve until SIGTERM or Ctrl-C, then drain:
+    uvicorn stops taking connections and lets running requests and streams finish."""
     import uvicorn
 
-    engine = Engine.load(cfg.model, cfg.chat_template or None)
+    engine_cfg = EngineConfig(max_num_seqs=cfg.max_num_seqs, prefill_chunk=cfg.prefill_chunk,
+                              prefix_cache_mb=cfg.prefix_cache_mb, kv_cache_mb=cfg.kv_cache_mb)
+    if cfg.chat_template and not Path(cfg.chat_template).is_file():
+        raise KollmError(f"chat template {cfg.chat_template} does not exist; pass a Jinja file to --chat-template")
+    if not (Path(cfg.model) / "config.json").is_file():
+        raise KollmError(f"{cfg.model} is not a Hugging Face model folder (no config.json); pass --model DIR")
+
+    def load() -> Engine:
+        engine = Engine.load(cfg.model, cfg.chat_template or None, engine_cfg, cfg.mask_pii)
+        print(f"kollm: {engine.name} loaded; serving at http://{host}:{port}/v1", flush=True)
+        return engine
+
     guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)
-    app = create_app(engine, guard, cfg.rate_limit, cfg.max_waiting)
+    app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting)
     host, port = cfg.host, cfg.port
-    print(f"kollm: serving {engine.name} at http://{host}:{port}/v1  (Ctrl-C to stop; API keys "
-          f"{'required' if guard.enabled else 'off'})")
+    print(f"kollm: loading {cfg.model}; http://{host}:{port}/health answers 200 once it is ready "
+          f"(Ctrl-C to stop; API keys {'required' if guard.enabled else 'off'}"
+          f"{'; outputs PII-masked' if cfg.mask_pii else ''})", flush=True)
     print(f"  try: curl http://{host}:{port}/v1/completions -H 'Content-Type: application/json' "
-          f"-d '{{\"prompt\": \"대한민국의 수도는\", \"max_tokens\": 32}}'")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+          f"-d '{{\"prompt\": \"대한민국의 수도는\", \"max_tokens\": 32}}'", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout)

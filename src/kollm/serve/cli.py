@@ -33,6 +33,10 @@ def serve(
     api_key: str = typer.Option(None, envvar="KOLLM_API_KEY", help="require this key (besides those in --keys-db)"),
     keys_db: Path = typer.Option(None, help="key store of `kollm serve keys` (default ~/.local/share/kollm)"),
     rate_limit: float = typer.Option(None, help="requests per second per key; 0 = off"),
+    mask_pii: bool = typer.Option(None, "--mask-pii/--no-mask-pii",
+                                  help="mask personal data (RRN, phone, card, account, e-mail) in every output"),
+    max_num_seqs: int = typer.Option(None, help="requests in the running batch at once (default 64)"),
+    prefix_cache_mb: int = typer.Option(None, help="KV of recent prompts kept for reuse; 0 = off (default 1024)"),
 ) -> None:
     """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /metrics."""
     if ctx.invoked_subcommand:
@@ -40,6 +44,7 @@ def serve(
     from kollm.serve.app import run_server
 
     run_server(_config(recipe, "serve", model, host=host, port=port, api_key=api_key, rate_limit=rate_limit,
+                       mask_pii=mask_pii, max_num_seqs=max_num_seqs, prefix_cache_mb=prefix_cache_mb,
                        chat_template=str(chat_template) if chat_template else None,
                        keys_db=str(keys_db) if keys_db else None))
 

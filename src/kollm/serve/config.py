@@ -16,4 +16,10 @@ class ServeConfig:
     api_key: str = ""  # one shared key; empty: only the keys in keys_db (none there: no key needed)
     keys_db: str = "~/.local/share/kollm/keys.db"  # keys made by `kollm serve keys create` (stored hashed)
     rate_limit: float = 0.0  # requests per second per key (bursts of twice that); 0: off
-    max_waiting: int = 64  # requests queued for the engine; more get 503 with Retry-After
+    max_waiting: int = 256  # requests queued for the engine; more get 503 with Retry-After
+    max_num_seqs: int = 64  # requests in the running batch at once
+    prefill_chunk: int = 256  # prompt tokens per engine step: lower keeps streams smoother under long prompts
+    prefix_cache_mb: int = 1024  # KV of recent prompts kept for reuse (few-shot prefixes); 0: off
+    kv_cache_mb: int = 4096  # the running batch's KV; new requests wait while it would exceed this
+    mask_pii: bool = False  # pass every output (streams included) through the data stage's PII masker
+    drain_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM

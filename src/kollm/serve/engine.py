@@ -1,21 +1,28 @@
-"""The serving engine over any Hugging Face causal-LM folder (kollm-trained or not).
+"""The serving engine over any Hugging Face causal-LM folder (kollm-trained or not), with continuous batching.
 
 The HTTP app talks to an engine through four calls: `encode` (text -> prompt ids, BOS as the tokenizer's config
 says), `prompt_logprobs` (scores of a prompt's own tokens: `echo` + `logprobs`, the contract lm-eval's
 `local-completions` uses for log-likelihood), `generate` (a stream of `Token`s for one request) and
-`chat_prompt` (the tokenizer's chat template). A new engine (continuous batching, another runtime) implements
-the same four.
+`chat_prompt` (the tokenizer's chat template). Another engine (another runtime) implements the same four.
 
-This one runs one request at a time with a KV cache of its own (torch already uses every core for one stream);
-batching many requests per decode step is the next step for throughput, behind the same calls.
+One thread, the step loop, owns the model. Each step it
+  1. takes new requests and drops cancelled ones (a closed stream frees its slot here, within one step);
+  2. runs one packed prefill of up to `prefill_chunk` prompt tokens over the waiting prompts (a long prompt takes
+     several steps, so it never stalls the running streams for long), reusing stored prefix KV where a prompt
+     starts like an earlier one, and running identical prompts (`n > 1`) once;
+  3. runs one decode forward over every running request (one new token each) and samples each row with its own
+     seeded generator.
+The model is the transformers model itself (its own attention, RoPE and norms: every family transformers
+supports); kollm gives it the positions, the attention masks and a cache of fixed slots (`kv.py`).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +30,8 @@ import torch
 from kollm.errors import KollmError
 from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.detok import TextStream
-from kollm.serve.sampling import SamplingParams, next_token
+from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
+from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
 from kollm.serve.utf8 import Utf8Guard
 
 
@@ -49,12 +57,42 @@ class Finish:
     text: str  # text released at the end (held-back characters)
 
 
+@dataclass
+class EngineConfig:
+    max_num_seqs: int = 64  # requests decoding at once; more wait
+    prefill_chunk: int = 256  # prompt tokens per step (the longest a step can stall the running streams)
+    prefix_cache_mb: int = 1024  # stored prompt KV for reuse; 0: off
+    kv_cache_mb: int = 4096  # admission stops while the slots' KV would exceed this
+
+
+@dataclass
+class _Request:
+    ids: list[int]
+    p: SamplingParams
+    mask_pii: bool
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+    done: int = 0  # prompt tokens already in the cache
+    length: int = 0  # positions in the cache (prompt + fed generated tokens)
+    pending: int = -1  # the sampled token to feed next step
+    generated: int = 0
+    owed: int = 0  # UTF-8 continuation bytes the output still owes
+    stream: TextStream | None = None
+    gen: torch.Generator | None = None
+    seen: list[int] = field(default_factory=list)
+    followers: list[_Request] = field(default_factory=list)  # same prompt: share this prefill (n > 1)
+
+
 class Engine:
-    def __init__(self, model: torch.nn.Module, tokenizer: object, name: str, chat_template: str | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: object, name: str, chat_template: str | None = None,
+                 config: EngineConfig | None = None, mask_pii: bool = False) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.cfg = config or EngineConfig()
+        self.mask_pii = mask_pii  # outputs pass the data stage's PII masker before they leave (`--mask-pii`)
         self.device = next(model.parameters()).device  # load_hf_causal_lm placed it by kollm.runtime
-        self.max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-        self.vocab = int(model.config.vocab_size) if hasattr(model.config, "vocab_size") else len(tokenizer)
+        mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.max_len = int(getattr(mc, "max_position_embeddings", 2048) or 2048)
+        self.vocab = int(mc.vocab_size) if hasattr(mc, "vocab_size") else len(tokenizer)
         gen = getattr(model, "generation_config", None)  # the model folder's sampling defaults
         self.default_temperature = float(getattr(gen, "temperature", None) or 1.0)
         self.default_top_p = float(getattr(gen, "top_p", None) or 1.0)
@@ -63,10 +101,25 @@ class Engine:
         eos = getattr(gen, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.utf8 = Utf8Guard(tokenizer, self.vocab)  # valid UTF-8 by construction (serve/utf8.py)
-        self.lock = threading.Lock()  # one stream at a time
+        # attention: sliding-window layers (Gemma 3) get their own mask; eager attention wants additive masks
+        types = list(getattr(mc, "layer_types", None) or [])
+        self.window = int(getattr(mc, "sliding_window", 0) or 0) if "sliding_attention" in types else 0
+        self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
+        self.cache = SlotCache(int(mc.num_hidden_layers))
+        self.prefixes = PrefixStore(self.cfg.prefix_cache_mb << 20)
+        self.stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
+        self.lock = threading.Lock()  # the model runs one forward at a time: steps, and prompt scoring
+        self._inbox: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self.waiting: list[_Request] = []
+        self.prefilling: list[_Request] = []  # in slots D.. after the decoding ones
+        self.decoding: list[_Request] = []  # in slots 0..D-1, in this order
+        self._thread = threading.Thread(target=self._loop, name="kollm-engine", daemon=True)
+        self._thread.start()
 
     @classmethod
-    def load(cls, path: str | Path, chat_template: str | Path | None = None) -> Engine:
+    def load(cls, path: str | Path, chat_template: str | Path | None = None, config: EngineConfig | None = None,
+             mask_pii: bool = False) -> Engine:
         path = Path(path)
         model, tokenizer = load_hf_causal_lm(path)
         template = None
@@ -75,7 +128,7 @@ class Engine:
             if not p.is_file():
                 raise KollmError(f"chat template {p} does not exist; pass a Jinja file to --chat-template")
             template = p.read_text(encoding="utf-8")
-        return cls(model, tokenizer, path.name, template)
+        return cls(model, tokenizer, path.name, template, config, mask_pii)
 
     # ---- prompts ---------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -99,7 +152,7 @@ class Engine:
     @torch.no_grad()
     def prompt_logprobs(self, ids: list[int], top: int) -> list[tuple[float, dict[int, float]] | None]:
         """For each prompt position: None for the first token, else (its logprob, the `top` best alternatives)."""
-        with self.lock:
+        with self.lock:  # between two steps of the loop
             logits = self.model(torch.tensor([ids], device=self.device)).logits[0, :-1].float()
         out: list[tuple[float, dict[int, float]] | None] = [None]
         for start in range(0, logits.shape[0], 256):  # log-softmax in chunks: a 262k vocabulary is 1 MB a row
@@ -113,41 +166,24 @@ class Engine:
         return out
 
     # ---- generation --------------------------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, ids: list[int], p: SamplingParams) -> Iterator[Token | Finish]:
-        """Tokens of one completion, then a Finish. Closing the iterator early (a client that went away) ends the
-        request and frees the engine at once."""
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(p.seed if p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-        stream = TextStream(self.tokenizer, p.stop)
-        stops = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
-        seen = torch.tensor(ids, device=self.device)
-        owed = 0  # UTF-8 continuation bytes the output still owes
-        with self.lock:
-            out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-            for i in range(p.max_tokens):
-                logits = out.logits[0, -1].float()
-                tok = next_token(self.utf8.mask(logits, owed), seen, p, gen)
-                owed = self.utf8.step(owed, tok)
-                lp = top = None
-                if p.logprobs is not None:
-                    logp = torch.log_softmax(logits, dim=-1)  # the model's distribution, as OpenAI reports it
-                    lp = float(logp[tok])
-                    if p.logprobs:
-                        best = torch.topk(logp, p.logprobs)
-                        top = dict(zip(best.indices.tolist(), best.values.tolist(), strict=True))
-                if tok in stops:
-                    yield Finish("stop", stream.finish())
+        """Tokens of one completion, then a Finish. Closing the iterator early (a client that went away) frees
+        the request's slot at the next step."""
+        if p.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1 to generate")
+        req = _Request(list(ids), p, self.mask_pii)
+        self._inbox.put(req)
+        self._wake.set()
+        try:
+            while True:
+                item = req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Finish):
                     return
-                text = stream.push(tok)
-                yield Token(tok, text, lp, top)
-                if stream.stopped:
-                    yield Finish("stop", "")
-                    return
-                if i + 1 < p.max_tokens:  # no forward pass for a token that will not be sampled
-                    seen = torch.cat([seen, torch.tensor([tok], device=self.device)])
-                    out = self.model(torch.tensor([[tok]], device=self.device), cache=out.cache, use_cache=True)
-        yield Finish("length", stream.finish())
+        finally:
+            req.cancelled = True
 
     def complete(self, prompt: str, max_tokens: int = 16, temperature: float | None = None,
                  top_p: float | None = None, seed: int | None = None) -> Completion:
@@ -158,9 +194,265 @@ class Engine:
         ids = self.encode(prompt)
         p.max_tokens = max(0, min(max_tokens, self.max_len - len(ids)))
         text, n, reason = "", 0, "length"
+        if p.max_tokens == 0:
+            return Completion("", "length", len(ids), 0)
         for step in self.generate(ids, p):
             if isinstance(step, Finish):
                 text, reason = text + step.text, step.reason
             else:
                 text, n = text + step.text, n + 1
         return Completion(text, reason, len(ids), n)
+
+    def kv_usage(self) -> float:
+        """Share of the KV budget the slots hold now (vLLM's kv_cache_usage_perc)."""
+        return min(1.0, self.cache.nbytes() / max(1, self.cfg.kv_cache_mb << 20))
+
+    def num_running(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    # ---- the step loop -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            if not (self.waiting or self.prefilling or self.decoding):
+                self._wake.wait()
+            self._wake.clear()
+            try:
+                with self.lock, torch.no_grad():
+                    while True:
+                        try:
+                            self.waiting.append(self._inbox.get_nowait())
+                        except queue.Empty:
+                            break
+                    self._drop_cancelled()
+                    self._admit()
+                    if self.prefilling:
+                        self._prefill_step()
+                    if self.decoding:
+                        self._decode_step()
+                    self.stats["steps"] += 1
+            except Exception as e:  # noqa: BLE001 - every affected request gets the error; the loop lives on
+                for r in self.waiting + self.prefilling + self.decoding:
+                    for x in (r, *r.followers):
+                        x.out.put(RuntimeError(f"generation failed: {type(e).__name__}: {e}"))
+                self.waiting, self.prefilling, self.decoding = [], [], []
+
+    def _start(self, r: _Request) -> None:
+        r.gen = torch.Generator(device=self.device)
+        r.gen.manual_seed(r.p.seed if r.p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        mask = None
+        if r.mask_pii:
+            from kollm.data.pii import mask_pii
+
+            mask = mask_pii
+        r.stream = TextStream(self.tokenizer, r.p.stop, mask)
+        r.seen = list(r.ids)
+
+    def _drop_cancelled(self) -> None:
+        self.waiting = [r for r in self.waiting if not r.cancelled]
+        for r in self.prefilling:
+            r.followers = [f for f in r.followers if not f.cancelled]
+        for i in reversed(range(len(self.prefilling))):
+            r = self.prefilling[i]
+            if r.cancelled and r.followers:  # a follower takes over the prefill
+                f = r.followers.pop(0)
+                self._start(f)
+                f.done, f.length, f.followers = r.done, r.length, r.followers
+                self.prefilling[i] = f
+            elif r.cancelled:
+                self._remove_prefilling(i)
+        for i in reversed(range(len(self.decoding))):
+            if self.decoding[i].cancelled:
+                self._remove_decoding(i)
+
+    def _slot_bytes_per_token(self) -> int:
+        n = self.cache.nbytes()
+        return n // max(1, self.cache.slots * self.cache.capacity) if n else 0
+
+    def _admit(self) -> None:
+        """Waiting requests become prefilling while slots and the KV budget allow; identical prompts run once."""
+        budget = self.cfg.kv_cache_mb << 20
+        while self.waiting and self.num_running() < self.cfg.max_num_seqs:
+            r = self.waiting[0]
+            twin = next((x for x in self.prefilling if x.ids == r.ids), None)
+            if twin is not None:  # the same prompt is being prefilled: share it
+                twin.followers.append(self.waiting.pop(0))
+                continue
+            longest = max([x.length for x in self.decoding + self.prefilling] + [len(r.ids) + 1])
+            per_token = self._slot_bytes_per_token()
+            if per_token and self.num_running() and (self.num_running() + 1) * longest * per_token > budget:
+                break
+            self.waiting.pop(0)
+            for other in [w for w in self.waiting if w.ids == r.ids]:  # n > 1, or two clients, same prompt
+                self.waiting.remove(other)
+                r.followers.append(other)
+            self._start(r)
+            slot = len(self.decoding) + len(self.prefilling)
+            self.cache.reserve(slot + 1, longest)
+            self.stats["prefix_queries"] += len(r.ids)
+            hit, kv = self.prefixes.lookup(r.ids)
+            if kv is not None:
+                self.cache.load(slot, kv, hit)
+                r.done = r.length = hit
+                self.stats["prefix_hits"] += hit
+            self.prefilling.append(r)
+
+    def _masks(self, qpos: torch.Tensor, kpos: torch.Tensor, same: torch.Tensor | None) -> object:
+        """Attention masks [B, 1, Q, K] from query and key positions (and which query may see which key at all,
+        for packed prompts): a dict per layer type when the model has sliding-window layers."""
+        allowed = kpos[..., None, :] <= qpos[..., :, None]
+        if same is not None:
+            allowed = allowed & same
+        masks = {"full_attention": allowed}
+        if self.window:
+            masks["sliding_attention"] = allowed & (qpos[..., :, None] - kpos[..., None, :] < self.window)
+        for k, m in masks.items():
+            m = m[:, None] if m.dim() == 3 else m[None, None]
+            masks[k] = torch.zeros(m.shape, dtype=self.model.dtype).masked_fill(~m, float("-inf")) \
+                if self.additive else m
+        return masks if self.window else masks["full_attention"]
+
+    def _prefill_step(self) -> None:
+        segs, ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], [], []
+        budget, D = self.cfg.prefill_chunk, len(self.decoding)
+        for j, r in enumerate(self.prefilling):
+            if budget <= 0:
+                break
+            n = min(budget, len(r.ids) - r.done)
+            segs.append((D + j, r.done, n))
+            ids += r.ids[r.done:r.done + n]
+            qpos += range(r.done, r.done + n)
+            kpos += range(r.done + n)
+            qseg += [j] * n
+            kseg += [j] * (r.done + n)
+            budget -= n
+            last.append(len(ids) - 1)
+        dev = self.device
+        self.stats["prefill_tokens"] += len(ids)
+        q, k = torch.tensor(qpos, device=dev), torch.tensor(kpos, device=dev)
+        same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
+        self.cache.plan = Prefill(segs)
+        self.cache.reserve(D + len(self.prefilling), max(s + n for _, s, n in segs) + 1)
+        logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
+                            attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
+                            logits_to_keep=torch.tensor(last, device=dev)).logits[0].float()
+        finished = []
+        for j, (_, start, n) in enumerate(segs):
+            r = self.prefilling[j]
+            r.done = r.length = start + n
+            if r.done == len(r.ids):
+                finished.append((r, logits[j]))
+        for r, row in finished:
+            j = self.prefilling.index(r)
+            if self.prefixes.wants(r.ids):
+                self.prefixes.add(r.ids, self.cache.export(len(self.decoding) + j, r.length))
+            self._to_decoding(j)
+            group = [r]
+            for f in r.followers:  # share the prompt's KV and logits; each samples with its own generator
+                self._start(f)
+                f.done = f.length = r.length
+                self._insert_decoding(f, self.decoding.index(r), r.length)
+                group.append(f)
+            r.followers = []
+            for x in group:
+                self._emit(x, row)
+
+    def _decode_step(self) -> None:
+        rows = [r for r in self.decoding if r.pending >= 0]
+        if not rows:
+            return
+        assert rows == self.decoding[:len(rows)]  # every decoding request has a token to feed
+        dev = self.device
+        pos = torch.tensor([r.length for r in rows], device=dev)
+        length = int(pos.max()) + 1
+        self.cache.reserve(len(self.decoding) + len(self.prefilling), length)
+        self.cache.plan = Decode(pos, length)
+        k = torch.arange(length, device=dev)
+        logits = self.model(input_ids=torch.tensor([[r.pending] for r in rows], device=dev), position_ids=pos[:, None],
+                            attention_mask=self._masks(pos[:, None], k[None].expand(len(rows), -1), None),
+                            cache=self.cache, use_cache=True).logits[:, -1].float()
+        for r in rows:
+            r.length += 1
+        self._sample_rows(rows, logits)
+
+    def _sample_rows(self, rows: list[_Request], logits: torch.Tensor) -> None:
+        states = torch.tensor([r.owed for r in rows], device=logits.device)
+        masked = logits.masked_fill(self.utf8.blocked.to(logits.device)[states], float("-inf"))
+        greedy = masked.argmax(dim=-1).tolist()
+        for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
+            self._emit(rows[i], logits[i], masked[i], greedy[i])
+
+    def _emit(self, r: _Request, logits: torch.Tensor, masked: torch.Tensor | None = None,
+              greedy: int | None = None) -> None:
+        """Sample r's next token from its logits row, hand it out, and finish r if it is done."""
+        p = r.p
+        if masked is None:
+            masked = self.utf8.mask(logits, r.owed)
+        if greedy is not None and is_plain_greedy(p):
+            tok = greedy
+        else:
+            tok = next_token(masked, torch.tensor(r.seen, device=logits.device), p, r.gen)
+        r.owed = self.utf8.step(r.owed, tok)
+        lp = top = None
+        if p.logprobs is not None:
+            logp = torch.log_softmax(logits, dim=-1)  # the model's distribution, as OpenAI reports it
+            lp = float(logp[tok])
+            if p.logprobs:
+                best = torch.topk(logp, p.logprobs)
+                top = dict(zip(best.indices.tolist(), best.values.tolist(), strict=True))
+        r.generated += 1
+        stops = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
+        if tok in stops:
+            r.out.put(Finish("stop", r.stream.finish()))
+            return self._finish(r)
+        text = r.stream.push(tok)
+        r.out.put(Token(tok, text, lp, top))
+        if r.stream.stopped:
+            r.out.put(Finish("stop", ""))
+            return self._finish(r)
+        if r.generated >= p.max_tokens:
+            r.out.put(Finish("length", r.stream.finish()))
+            return self._finish(r)
+        r.pending = tok
+        r.seen.append(tok)
+        return None
+
+    def _finish(self, r: _Request) -> None:
+        r.cancelled = True
+        if r in self.decoding:
+            self._remove_decoding(self.decoding.index(r))
+
+    # ---- slot bookkeeping: decoding requests in slots 0..D-1, prefilling ones in D..D+P-1 ----------------
+    def _remove_decoding(self, i: int) -> None:
+        last = len(self.decoding) - 1
+        self.cache.move(last, i, self.decoding[last].length)
+        self.decoding[i] = self.decoding[last]
+        self.decoding.pop()
+        if self.prefilling:  # the hole at slot `last` goes to the last prefilling request
+            self.cache.move(last + len(self.prefilling), last, self.prefilling[-1].length)
+            self.prefilling.insert(0, self.prefilling.pop())
+        if not (self.decoding or self.prefilling):
+            self.cache.shrink(0, 0)
+
+    def _remove_prefilling(self, j: int) -> None:
+        D, last = len(self.decoding), len(self.prefilling) - 1
+        self.cache.move(D + last, D + j, self.prefilling[last].length)
+        self.prefilling[j] = self.prefilling[last]
+        self.prefilling.pop()
+
+    def _to_decoding(self, j: int) -> None:
+        """Prefilling request j joins the decoding ones: it swaps slots with the first prefilling request."""
+        D = len(self.decoding)
+        a, b = self.prefilling[0], self.prefilling[j]
+        self.cache.swap(D, D + j, max(a.length, b.length))
+        self.prefilling[0], self.prefilling[j] = b, a
+        self.decoding.append(self.prefilling.pop(0))
+
+    def _insert_decoding(self, r: _Request, src: int, n: int) -> None:
+        """A new decoding request whose KV is slot `src`'s first n positions (a forked prompt)."""
+        D, P = len(self.decoding), len(self.prefilling)
+        self.cache.reserve(D + P + 1, n + 1)
+        if P:  # the first prefilling request moves to the end to make room at slot D
+            self.cache.move(D, D + P, self.prefilling[0].length)
+            self.prefilling.append(self.prefilling.pop(0))
+        self.cache.move(src, D, n)
+        self.decoding.append(r)

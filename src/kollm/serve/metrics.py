@@ -3,14 +3,37 @@ need only the prefix changed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
+class _EngineState:
+    """What the engine itself knows, read at scrape time: KV-cache use and prefix-cache hits (in tokens)."""
+
+    def __init__(self, engine: Callable[[], object]) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[object]:
+        e = self.engine()
+        if e is None:  # still loading
+            return
+        yield GaugeMetricFamily("kollm:kv_cache_usage_perc", "KV-cache use (1 = the kv_cache_mb budget)",
+                                value=e.kv_usage())
+        yield CounterMetricFamily("kollm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                  value=e.stats["prefix_queries"])
+        yield CounterMetricFamily("kollm:prefix_cache_hits", "Prompt tokens found in the prefix cache",
+                                  value=e.stats["prefix_hits"])
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, engine: Callable[[], object] | None = None) -> None:
         self.registry = r = CollectorRegistry()  # one per app: tests start several servers in one process
+        if engine is not None:
+            r.register(_EngineState(engine))
         self.running = Gauge("kollm:num_requests_running", "Requests generating now", registry=r)
         self.waiting = Gauge("kollm:num_requests_waiting", "Requests waiting for the engine", registry=r)
         self.prompt_tokens = Counter("kollm:prompt_tokens", "Prompt tokens processed", registry=r)

@@ -64,7 +64,24 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams, gen:
     if p.min_p > 0:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
     if p.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        drop = torch.cumsum(sorted_p, 0) - sorted_p > p.top_p  # keep the smallest set reaching top_p
-        probs = probs.scatter(0, order, sorted_p.masked_fill(drop, 0.0))
+        probs = _nucleus(probs, p.top_p)
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of tokens whose mass reaches `top_p`. Sorting a 262k-token row costs
+    milliseconds, so first try the best 1,024: when they already hold `top_p` of the mass (nearly always), the
+    set lies inside them and the result is the same as a full sort's."""
+    total = probs.sum()
+    for k in (min(1024, probs.numel()), probs.numel()):
+        sorted_p, order = torch.topk(probs, k)
+        if k == probs.numel() or sorted_p.sum() >= top_p * total:
+            break
+    drop = torch.cumsum(sorted_p, 0) - sorted_p > top_p * total  # keep the smallest set reaching top_p
+    return torch.zeros_like(probs).scatter(0, order, sorted_p.masked_fill(drop, 0.0))
+
+
+def is_plain_greedy(p: SamplingParams) -> bool:
+    """Greedy with nothing that changes the logits: a batch of these is one argmax."""
+    return (p.temperature == 0 and not p.logit_bias and p.repetition_penalty == 1.0 and p.presence_penalty == 0
+            and p.frequency_penalty == 0)

@@ -1,0 +1,177 @@
+"""The engine's KV cache: every admitted request owns one fixed slot, and a store of finished prompts' KV for
+prefix reuse.
+
+Why fixed slots and not paged blocks: on CPU there is no paged-attention kernel; attention runs in torch's SDPA,
+which wants each row's keys contiguous. Decoding requests sit in slots 0..D-1, so a decode step attends over a
+*view* of the cache (no copy); when one leaves, the last one moves into its place (one slot's KV copied, once).
+Memory is slots x the longest live sequence, grown in steps as sequences grow (`reserve`). bench/serve.py
+measures this against transformers' paged continuous batching.
+
+`SlotCache` is what the Hugging Face model sees as its cache: the attention layers call `update(k, v, layer)`
+and get back the keys and values to attend over. What that means for the current forward is a `plan` the engine
+sets before calling the model: a decode step (one new token per slot 0..B-1) or a packed prefill (several
+prompts' chunks back to back in one row, each written to its own slot).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+_GROW = 256  # token capacity grows in steps of this many positions
+
+
+@dataclass
+class Decode:
+    """One new token for each of slots 0..B-1, written at `pos[b]`; attention over positions 0..length-1."""
+
+    pos: torch.Tensor  # [B] long
+    length: int
+
+
+@dataclass
+class Prefill:
+    """Chunks of several prompts packed in one row: (slot, start, count) in order."""
+
+    segments: list[tuple[int, int, int]]
+
+
+class SlotCache:
+    def __init__(self, layers: int) -> None:
+        self.k: list[torch.Tensor | None] = [None] * layers
+        self.v: list[torch.Tensor | None] = [None] * layers
+        self.slots, self.capacity = 0, 0  # what `reserve` asked for; layers follow at their next update
+        self.plan: Decode | Prefill | None = None
+
+    # ---- what the model calls ---------------------------------------------------------------------------
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, kwargs: object = None,
+               **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self._layer(layer_idx, key)
+        plan = self.plan
+        if isinstance(plan, Decode):
+            rows = torch.arange(key.shape[0], device=key.device)
+            k[rows, :, plan.pos] = key[:, :, 0]
+            v[rows, :, plan.pos] = value[:, :, 0]
+            return k[:key.shape[0], :, :plan.length], v[:key.shape[0], :, :plan.length]
+        at, ks, vs = 0, [], []
+        for slot, start, n in plan.segments:
+            k[slot, :, start:start + n] = key[0, :, at:at + n]
+            v[slot, :, start:start + n] = value[0, :, at:at + n]
+            ks.append(k[slot, :, :start + n])
+            vs.append(v[slot, :, :start + n])
+            at += n
+        if len(ks) == 1:
+            return ks[0][None], vs[0][None]
+        return torch.cat(ks, dim=1)[None], torch.cat(vs, dim=1)[None]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # the model asks only when not given position_ids
+        return 0
+
+    # ---- what the engine calls --------------------------------------------------------------------------
+    def reserve(self, slots: int, length: int) -> None:
+        """Room for `slots` slots of `length` positions (grows, never shrinks below what is asked)."""
+        slots = max(slots, self.slots)
+        if length > self.capacity:
+            self.capacity = -(-length // _GROW) * _GROW
+        if slots > self.slots:
+            self.slots = max(slots, 2 * self.slots, 4)
+        for i in range(len(self.k)):
+            if self.k[i] is not None:
+                self.k[i], self.v[i] = self._grow(self.k[i]), self._grow(self.v[i])
+
+    def shrink(self, slots: int, length: int) -> None:
+        """Give memory back once the live sequences are much smaller than the allocation."""
+        if self.capacity > 2 * max(length, _GROW) or self.slots > 2 * max(slots, 4):
+            self.capacity = -(-max(length, 1) // _GROW) * _GROW
+            self.slots = max(slots, 4)
+            for i in range(len(self.k)):
+                if self.k[i] is not None:
+                    self.k[i] = self.k[i][:self.slots, :, :self.capacity].clone()
+                    self.v[i] = self.v[i][:self.slots, :, :self.capacity].clone()
+
+    def move(self, src: int, dst: int, n: int) -> None:
+        """Slot `src`'s first `n` positions into slot `dst`."""
+        if src != dst and n:
+            for k, v in self._layers():
+                k[dst, :, :n] = k[src, :, :n]
+                v[dst, :, :n] = v[src, :, :n]
+
+    def swap(self, a: int, b: int, n: int) -> None:
+        if a != b and n:
+            idx = torch.tensor([a, b])
+            for k, v in self._layers():
+                k[[b, a], :, :n] = k[idx, :, :n]
+                v[[b, a], :, :n] = v[idx, :, :n]
+
+    def export(self, slot: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k[slot, :, :n].clone(), v[slot, :, :n].clone()) for k, v in self._layers()]
+
+    def load(self, slot: int, kv: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> None:
+        for (k, v), (ks, vs) in zip(self._layers(), kv, strict=True):
+            k[slot, :, :n] = ks[:, :n]
+            v[slot, :, :n] = vs[:, :n]
+
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() * 2 for k, _ in self._layers())
+
+    # ---- internals --------------------------------------------------------------------------------------
+    def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k, v) for k, v in zip(self.k, self.v, strict=True) if k is not None]
+
+    def _layer(self, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k[i] is None:  # heads and head size are known only once the layer runs
+            shape = (self.slots, like.shape[1], self.capacity, like.shape[3])
+            self.k[i] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            self.v[i] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        return self.k[i], self.v[i]
+
+    def _grow(self, t: torch.Tensor) -> torch.Tensor:
+        if t.shape[0] >= self.slots and t.shape[2] >= self.capacity:
+            return t
+        new = t.new_zeros((max(self.slots, t.shape[0]), t.shape[1], max(self.capacity, t.shape[2]), t.shape[3]))
+        new[:t.shape[0], :, :t.shape[2]] = t
+        return new
+
+
+class PrefixStore:
+    """KV of recent prompts, for reuse by the next prompt that starts the same way (Studio apps resend one long
+    few-shot prefix with every call). Least recently used first out, within `max_bytes`."""
+
+    def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
+        self.max_bytes, self.min_tokens = max_bytes, min_tokens
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.bytes = 0
+
+    def lookup(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The longest stored prefix of `ids` usable for it (at most len(ids) - 1: the last prompt token must run
+        to give the first logits), with its KV."""
+        best, kv, key = 0, None, None
+        for toks, entry in self.entries.items():
+            n = 0
+            for a, b in zip(toks, ids, strict=False):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(ids) - 1)
+            if n > best:
+                best, kv, key = n, entry, toks
+        if key is None or best < self.min_tokens:
+            return 0, None
+        self.entries.move_to_end(key)
+        return best, kv
+
+    def add(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        key = tuple(ids)
+        size = sum(k.numel() * k.element_size() * 2 for k, _ in kv)
+        if len(ids) < self.min_tokens or size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = kv
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in old)
+
+    def wants(self, ids: list[int]) -> bool:
+        return self.max_bytes > 0 and len(ids) >= self.min_tokens and tuple(ids) not in self.entries

@@ -1,0 +1,168 @@
+"""The continuous-batching engine: batched decoding gives each request what it gets alone, slots are reused and
+freed, identical prompts prefill once, stored prefixes are reused, PII never leaves a masked stream."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import torch
+
+from kollm.serve.detok import TextStream
+from kollm.serve.engine import Engine, EngineConfig, Finish, Token
+from kollm.serve.sampling import SamplingParams
+
+PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서 공원에", "한국어", "서울에서 부산까지 기차로 가면 시간이",
+           "맛있는 김치찌개를 만들려면 먼저 돼지고기를", "이 제품을 써 보니"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine.load(tiny_model_dir, config=EngineConfig(max_num_seqs=4, prefill_chunk=8, prefix_cache_mb=64))
+
+
+def run(engine: Engine, ids: list[int], p: SamplingParams, out: dict | None = None, key: object = None,
+        stop_after: int | None = None) -> list[int]:
+    toks = []
+    steps = engine.generate(ids, p)
+    for step in steps:
+        if isinstance(step, Token):
+            toks.append(step.id)
+            if stop_after is not None and len(toks) >= stop_after:
+                steps.close()  # a client that goes away
+                break
+    if out is not None:
+        out[key] = toks
+    return toks
+
+
+def wait_idle(engine: Engine, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while engine.num_running() and time.time() < deadline:
+        time.sleep(0.01)
+    assert engine.num_running() == 0
+
+
+def test_batched_greedy_matches_hf_generate(engine):
+    """Requests that join and leave a running batch (4 slots, 6 prompts, 8-token prefill chunks) each get the
+    tokens transformers' own generate gives them alone."""
+    model = engine.model
+    jobs = [(engine.encode(t), 6 + 5 * i) for i, t in enumerate(PROMPTS)]
+    ref = []
+    for ids, n in jobs:
+
+        def utf8(input_ids: torch.Tensor, scores: torch.Tensor, start: int = len(ids)) -> torch.Tensor:
+            owed = 0  # the engine masks tokens that would break UTF-8; give generate the same mask
+            for t in input_ids[0, start:].tolist():
+                owed = engine.utf8.step(owed, t)
+            return engine.utf8.mask(scores, owed)
+
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=n, do_sample=False, min_new_tokens=n, logits_processor=[utf8])
+        ref.append(out[0, len(ids):].tolist())
+    got: dict = {}
+    threads = [threading.Thread(target=run, args=(engine, ids, SamplingParams(max_tokens=n, temperature=0,
+                                                                               ignore_eos=True), got, i))
+               for i, (ids, n) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(len(jobs)):
+        assert got[i] == ref[i], (PROMPTS[i], got[i], ref[i])
+    wait_idle(engine)
+
+
+def test_random_arrivals_departures_and_cancellations_keep_every_stream_intact(engine):
+    """Slot moves under churn: seeded sampled streams are the same as alone, whatever their neighbours do."""
+    rng = random.Random(0)
+    jobs = []
+    for i in range(16):
+        ids = engine.encode(rng.choice(PROMPTS) + " " * rng.randint(0, 3))
+        p = SamplingParams(max_tokens=rng.randint(1, 24), temperature=1.0, top_p=0.9, top_k=rng.choice([0, 50]),
+                           seed=i, ignore_eos=True, repetition_penalty=rng.choice([1.0, 1.2]))
+        jobs.append((ids, p, rng.choice([None, None, 3])))
+    alone = [run(engine, ids, p, stop_after=cut) for ids, p, cut in jobs]
+    got: dict = {}
+    threads = []
+    for i, (ids, p, cut) in enumerate(jobs):
+        threads.append(threading.Thread(target=run, args=(engine, ids, p, got, i, cut)))
+        threads[-1].start()
+        time.sleep(rng.random() * 0.02)
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(jobs))] == alone
+    wait_idle(engine)
+
+
+def test_identical_prompts_prefill_once(engine):
+    """n > 1 (or two clients with one prompt): the prompt runs once; each choice samples on its own seed."""
+    ids = engine.encode("쇼핑 기획전 문구를 써 주세요: 겨울 패딩 할인")
+    before = engine.stats["prefill_tokens"]
+    engine.prefixes.entries.clear()
+    got: dict = {}
+    threads = [threading.Thread(target=run, args=(engine, ids, SamplingParams(max_tokens=8, temperature=1.0,
+                                                                               seed=s), got, s))
+               for s in range(3)]
+    with engine.lock:  # hold the loop so the three arrive together
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    assert engine.stats["prefill_tokens"] - before == len(ids)
+    assert len({tuple(v) for v in got.values()}) > 1  # different seeds, different choices
+    for s in range(3):
+        engine.prefixes.entries.clear()
+        assert run(engine, ids, SamplingParams(max_tokens=8, temperature=1.0, seed=s)) == got[s]
+
+
+def test_a_stored_prefix_is_reused_and_changes_nothing(engine):
+    shots = "다음 검색어를 바르게 고치세요.\n검색어: 서울 날시\n교정: 서울 날씨\n검색어: 부산 맛짚\n교정: 부산 맛집\n"
+    a, b = engine.encode(shots + "검색어: 제주도 여횅\n교정:"), engine.encode(shots + "검색어: 노트북 추쳔\n교정:")
+    p = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    engine.prefixes.entries.clear()
+    cold = run(engine, b, p)
+    engine.prefixes.entries.clear()
+    run(engine, a, p)
+    hits, before = engine.stats["prefix_hits"], engine.stats["prefill_tokens"]
+    warm = run(engine, b, p)
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert engine.stats["prefix_hits"] - hits == shared
+    assert engine.stats["prefill_tokens"] - before == len(b) - shared
+    assert warm == cold
+
+
+def test_a_closed_stream_frees_its_slot(engine):
+    ids = engine.encode("옛날 옛적에")
+    p = SamplingParams(max_tokens=engine.max_len - len(ids), temperature=1.0, seed=1, ignore_eos=True)
+    run(engine, ids, p, stop_after=2)
+    wait_idle(engine, timeout=2.0)
+
+
+def test_masked_stream_never_lets_a_split_phone_number_out(engine):
+    from kollm.data.pii import mask_pii
+
+    tok = engine.tokenizer
+    text = "문의는 010-1234-5678 으로 주시고 메일은 kim.minsu@example.co.kr 입니다. 감사합니다"
+    ids = tok.encode(text, add_special_tokens=False)
+    stream = TextStream(tok, None, mask_pii)
+    pieces = [stream.push(t) for t in ids] + [stream.finish()]
+    assert "".join(pieces) == mask_pii(text)
+    for piece in pieces:
+        assert not any(c.isdigit() for c in piece) and "@" not in piece, pieces
+
+
+def test_finish_reasons_and_stop_strings(engine):
+    ids = engine.encode("대한민국의 수도는")
+    steps = list(engine.generate(ids, SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)))
+    assert isinstance(steps[-1], Finish) and steps[-1].reason == "length" and len(steps) == 4
+    text = "".join(s.text for s in engine.generate(ids, SamplingParams(max_tokens=20, temperature=0,
+                                                                      ignore_eos=True)))
+    if len(text) > 2:
+        stop = text[1:3]
+        steps = list(engine.generate(ids, SamplingParams(max_tokens=20, temperature=0, stop=[stop],
+                                                         ignore_eos=True)))
+        assert steps[-1].reason == "stop" and stop not in "".join(s.text for s in steps)
