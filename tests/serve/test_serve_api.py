@@ -162,7 +162,8 @@ def test_malformed_bodies_and_chat_without_template(server, engine):
         r = httpx.post(f"{url}/v1/completions", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 400 and "error" in r.json(), raw
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "안녕"}],
-                                                        "response_format": {"type": "json_object"}})
+                                                        "response_format": {"type": "json_schema",
+                                                                            "json_schema": {"name": "x"}}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
     saved, engine.tokenizer.chat_template = engine.tokenizer.chat_template, None
     try:
@@ -222,3 +223,109 @@ def test_tokenize_and_detokenize_round_trip(server):
     info = httpx.get(f"{url}/tokenizer_info").json()
     assert info["bos_token"] == "<|bos|>" and info["chat_template"]
     assert json.loads(httpx.get(f"{url}/health").text)["status"] == "ok"
+
+
+@pytest.mark.parametrize("fmt", [
+    {"type": "json_object"},
+    {"type": "json_schema", "json_schema": {"name": "promo", "strict": True, "schema": {
+        "type": "object", "properties": {"title": {"type": "string", "maxLength": 20},
+                                         "discount": {"type": "integer", "minimum": 0, "maximum": 90}},
+        "required": ["title", "discount"], "additionalProperties": False}}},
+])
+def test_response_format_gives_json_even_from_a_tiny_model(tiny_model_dir, tmp_path, fmt):
+    """A model that has never seen JSON still answers with it: the grammar masks every other token."""
+    import shutil
+
+    long = tmp_path / "model"  # the tiny checkpoint with a 512-token window (RoPE extends), room for the JSON
+    shutil.copytree(tiny_model_dir, long)
+    cfg = json.loads((long / "config.json").read_text())
+    (long / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 512}))
+    with running(create_app(Engine.load(long))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        stopped = 0
+        for seed in range(4):
+            r = client.chat.completions.create(model="model", messages=[{"role": "user", "content": "기획전 문구"}],
+                                               response_format=fmt, max_tokens=400, temperature=1.0, seed=seed)
+            if r.choices[0].finish_reason != "stop":  # cut by max_tokens inside a long string: still a prefix
+                continue
+            stopped += 1
+            out = json.loads(r.choices[0].message.content)
+            assert isinstance(out, dict)
+            if fmt["type"] == "json_schema":
+                assert set(out) == {"title", "discount"} and 0 <= out["discount"] <= 90 and len(out["title"]) <= 20
+        assert stopped >= 2
+
+
+def test_health_is_503_while_the_model_loads(tiny_model_dir):
+    import threading
+
+    gate = threading.Event()
+
+    def load() -> Engine:
+        gate.wait(30)
+        return Engine.load(tiny_model_dir)
+
+    with running(create_app(load)) as url:
+        r = httpx.get(f"{url}/health")
+        assert r.status_code == 503 and "loading" in r.json()["error"]["message"] and r.headers["Retry-After"]
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "안녕"}).status_code == 503
+        gate.set()
+        deadline = time.time() + 30
+        while httpx.get(f"{url}/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_sigterm_drains_running_streams_then_exits(tiny_model_dir, tmp_path):
+    """`kollm serve` on SIGTERM stops taking connections, lets a running stream finish (up to --drain-timeout,
+    30 s by default), then exits."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    long = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, long)
+    cfg = json.loads((long / "config.json").read_text())
+    (long / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 512}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "kollm.cli", "serve", "--model", str(long), "--port", str(port),
+                             "--keys-db", str(tmp_path / "keys.db")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        body = {"prompt": "옛날 옛적에", "max_tokens": 300, "n": 4, "stream": True, "ignore_eos": True,
+                "temperature": 1.0, "seed": 0}
+        finished, done = set(), False
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.TransportError):  # no new connections while draining
+                httpx.get(f"{url}/health", timeout=2)
+            for line in lines:
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: "):
+                    for c in json.loads(line[6:])["choices"]:
+                        if c["finish_reason"]:
+                            finished.add(c["index"])
+        assert done and finished == set(range(4))
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        print(proc.stdout.read())

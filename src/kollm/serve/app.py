@@ -30,6 +30,7 @@ from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
 from kollm.serve.sampling import SamplingParams
+from kollm.serve.structured import Grammars
 
 
 class BadRequest(Exception):
@@ -79,7 +80,7 @@ class Runner:
     counts what /metrics reports, and refuses work (503) when too many requests already wait."""
 
     def __init__(self, engine: Engine | None, max_waiting: int) -> None:
-        self.engine, self.max_waiting, self.draining = engine, max_waiting, False
+        self.engine, self.max_waiting = engine, max_waiting
         self.metrics = Metrics(lambda: self.engine)
         self.waiting = 0
         self._lock = threading.Lock()
@@ -209,8 +210,13 @@ def _legacy_logprobs(engine: Engine, ids: list[int], lps: list, tops: list, offs
                              for top in tops]}
 
 
+# JSON leaves these raw, and line readers that split like str.splitlines (httpx's iter_lines) would cut the event
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _sse(obj: dict | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS)
+    return f"data: {data}\n\n"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, completion_chars: int) -> dict:
@@ -240,7 +246,6 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
                     loading["error"] = f"{type(e).__name__}: {e}"
             threading.Thread(target=load, daemon=True).start()
         yield
-        runner.draining = True
 
     app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs",
                   lifespan=lifespan)
@@ -399,9 +404,13 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest) -> JSONResponse | StreamingResponse:
         engine = check_model(req.model)
-        if req.response_format is not None and req.response_format.type != "text":
-            raise BadRequest(f"response_format {req.response_format.type!r} is not supported yet; send "
-                             "response_format {\"type\": \"text\"} or leave it out", "response_format")
+        grammar, rf = None, req.response_format
+        if rf is not None and rf.type != "text":
+            try:
+                grammar = Grammars.grammar(rf.type, (rf.json_schema or {}).get("schema"))
+            except ValueError as e:
+                raise BadRequest(str(e), "response_format") from None
+            await asyncio.to_thread(engine.grammars.prepare)  # once per server, off the event loop
         try:
             ids = engine.chat_prompt([m.model_dump(exclude_none=True) for m in req.messages])
         except ValueError as e:
@@ -410,6 +419,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         _check_context(engine, ids, max_tokens)
         top = req.top_logprobs if req.top_logprobs is not None else 0
         p = _params(engine, req, max_tokens, top if req.logprobs else None)
+        p.grammar = grammar
         turn_end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(turn_end, int) and turn_end != engine.tokenizer.unk_token_id:
             p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS

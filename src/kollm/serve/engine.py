@@ -32,6 +32,7 @@ from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.detok import TextStream
 from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
 from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
+from kollm.serve.structured import Constraint, Grammars
 from kollm.serve.utf8 import Utf8Guard
 
 
@@ -79,6 +80,7 @@ class _Request:
     owed: int = 0  # UTF-8 continuation bytes the output still owes
     stream: TextStream | None = None
     gen: torch.Generator | None = None
+    constraint: Constraint | None = None  # response_format's grammar
     seen: list[int] = field(default_factory=list)
     followers: list[_Request] = field(default_factory=list)  # same prompt: share this prefill (n > 1)
 
@@ -101,6 +103,7 @@ class Engine:
         eos = getattr(gen, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.utf8 = Utf8Guard(tokenizer, self.vocab)  # valid UTF-8 by construction (serve/utf8.py)
+        self.grammars = Grammars(tokenizer, self.vocab)  # response_format (serve/structured.py)
         # attention: sliding-window layers (Gemma 3) get their own mask; eager attention wants additive masks
         types = list(getattr(mc, "layer_types", None) or [])
         self.window = int(getattr(mc, "sliding_window", 0) or 0) if "sliding_attention" in types else 0
@@ -246,6 +249,8 @@ class Engine:
             mask = mask_pii
         r.stream = TextStream(self.tokenizer, r.p.stop, mask)
         r.seen = list(r.ids)
+        if r.p.grammar is not None:
+            r.constraint = self.grammars.matcher(r.p.grammar)
 
     def _drop_cancelled(self) -> None:
         self.waiting = [r for r in self.waiting if not r.cancelled]
@@ -387,6 +392,8 @@ class Engine:
         p = r.p
         if masked is None:
             masked = self.utf8.mask(logits, r.owed)
+        if r.constraint is not None:
+            masked = r.constraint.mask(masked)
         if greedy is not None and is_plain_greedy(p):
             tok = greedy
         else:
@@ -405,8 +412,11 @@ class Engine:
             r.out.put(Finish("stop", r.stream.finish()))
             return self._finish(r)
         text = r.stream.push(tok)
+        complete = r.constraint is not None and not r.constraint.advance(tok)
+        if complete:  # the JSON is whole: release everything now
+            text += r.stream.finish()
         r.out.put(Token(tok, text, lp, top))
-        if r.stream.stopped:
+        if r.stream.stopped or complete:
             r.out.put(Finish("stop", ""))
             return self._finish(r)
         if r.generated >= p.max_tokens:

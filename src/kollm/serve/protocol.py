@@ -54,8 +54,9 @@ class ChatMessage(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict | None = None  # OpenAI's {"name": ..., "schema": {...}, "strict": ...}
 
 
 class ChatRequest(Sampling):

@@ -28,6 +28,7 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = None  # alternatives to report per token (None: no logprobs)
+    grammar: str | None = None  # llguidance grammar the output must follow (response_format), serve/structured.py
 
     def for_choice(self, i: int) -> SamplingParams:
         """The params of the i-th of `n` choices: seed + i, so seeded choices differ and each is reproducible."""
@@ -83,5 +84,5 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def is_plain_greedy(p: SamplingParams) -> bool:
     """Greedy with nothing that changes the logits: a batch of these is one argmax."""
-    return (p.temperature == 0 and not p.logit_bias and p.repetition_penalty == 1.0 and p.presence_penalty == 0
-            and p.frequency_penalty == 0)
+    return (p.temperature == 0 and p.grammar is None and not p.logit_bias and p.repetition_penalty == 1.0
+            and p.presence_penalty == 0 and p.frequency_penalty == 0)
