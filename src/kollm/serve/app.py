@@ -2,8 +2,8 @@
 against it with `base_url="http://127.0.0.1:8000/v1"`, and so does lm-evaluation-harness's `local-completions`
 (token-id prompts, `echo` + `logprobs` for log-likelihood).
 
-Each request's tokens come from a worker thread through a queue; a client that goes away sets a flag the worker
-checks every step, so its stream stops (and frees the engine) within one token.
+Requests go to the engine's step loop (serve/engine.py, continuous batching) and their tokens come back to this
+event loop once per step; a client that goes away cancels its request, which frees its slot at the next step.
 """
 
 from __future__ import annotations
@@ -103,49 +103,30 @@ class Runner:
         self.metrics.running.inc()
 
     async def steps(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
-        """The steps of one generation; closing this iterator (a client gone) stops the worker within a step."""
+        """The steps of one generation; closing this iterator (a client gone) frees its slot at the next step."""
         self.admit()
-        m, loop, queue, cancel = self.metrics, asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        m, t0, started, last = self.metrics, time.perf_counter(), False, None
         m.prompt_tokens.inc(len(ids))
-        t0 = time.perf_counter()
-
-        def work() -> None:
-            steps, started, last = self.engine.generate(ids, p), False, None
-            try:
-                for step in steps:
-                    now = time.perf_counter()
-                    if not started:
-                        started = True
-                        self._started()
-                        m.ttft.observe(now - t0)
-                    elif last is not None:
-                        m.itl.observe(now - last)
-                    last = now
-                    if isinstance(step, Token):
-                        m.generation_tokens.inc()
-                    else:
-                        m.requests.labels(step.reason).inc()
-                    if cancel.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, step)
-            except Exception as e:  # noqa: BLE001 - reported to the client as a server error, never a traceback
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            finally:
-                steps.close()  # leaves the engine's lock in this thread
-                if not started:  # ended before its first step: it still left the queue
-                    self._started()
-                m.running.dec()
-                m.e2e.observe(time.perf_counter() - t0)
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        threading.Thread(target=work, daemon=True).start()
         try:
-            while (step := await queue.get()) is not None:
-                if isinstance(step, Exception):
-                    raise step
+            async for step in self.engine.agenerate(ids, p):
+                now = time.perf_counter()
+                if not started:
+                    started = True
+                    self._started()
+                    m.ttft.observe(now - t0)
+                elif last is not None:
+                    m.itl.observe(now - last)
+                last = now
+                if isinstance(step, Token):
+                    m.generation_tokens.inc()
+                else:
+                    m.requests.labels(step.reason).inc()
                 yield step
         finally:
-            cancel.set()
+            if not started:  # ended before its first step: it still left the queue
+                self._started()
+            m.running.dec()
+            m.e2e.observe(time.perf_counter() - t0)
 
 
 Job = tuple[list[int], SamplingParams]  # a prompt's ids and one choice's sampling

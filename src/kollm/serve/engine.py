@@ -18,10 +18,11 @@ supports); kollm gives it the positions, the attention masks and a cache of fixe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,8 @@ class _Request:
     ids: list[int]
     p: SamplingParams
     mask_pii: bool
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    sink: _Sink | None = None  # where this request's outputs go, once per step
+    outbox: list = field(default_factory=list)  # outputs of the current step
     cancelled: bool = False
     done: int = 0  # prompt tokens already in the cache
     length: int = 0  # positions in the cache (prompt + fed generated tokens)
@@ -83,6 +85,39 @@ class _Request:
     constraint: Constraint | None = None  # response_format's grammar
     seen: list[int] = field(default_factory=list)
     followers: list[_Request] = field(default_factory=list)  # same prompt: share this prefill (n > 1)
+
+
+class _Sink:
+    """Delivers a step's outputs to the requests' readers. One hand-over per step and reader thread: waking one
+    thread per token per request would make the step loop fight every reader for the GIL."""
+
+    def send(self, batch: list[tuple[_Request, list]]) -> None:
+        raise NotImplementedError
+
+
+class _ThreadSink(_Sink):
+    def __init__(self) -> None:
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send(self, batch: list[tuple[_Request, list]]) -> None:
+        self.q.put([x for _, items in batch for x in items])
+
+
+class _LoopSink(_Sink):
+    """All requests read from one asyncio event loop (the HTTP server's): one wake-up of the loop per step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.queues = loop, {}
+
+    def send(self, batch: list[tuple[_Request, list]]) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[tuple[_Request, list]]) -> None:
+        for r, items in batch:
+            q = self.queues.get(id(r))
+            if q is not None:
+                q.put_nowait(items)
 
 
 class Engine:
@@ -113,6 +148,8 @@ class Engine:
         self.stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
         self.lock = threading.Lock()  # the model runs one forward at a time: steps, and prompt scoring
         self._inbox: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._done: list[_Request] = []  # requests with outputs this step
+        self._sinks: dict[asyncio.AbstractEventLoop, _LoopSink] = {}
         self._wake = threading.Event()
         self.waiting: list[_Request] = []
         self.prefilling: list[_Request] = []  # in slots D.. after the decoding ones
@@ -172,21 +209,50 @@ class Engine:
     def generate(self, ids: list[int], p: SamplingParams) -> Iterator[Token | Finish]:
         """Tokens of one completion, then a Finish. Closing the iterator early (a client that went away) frees
         the request's slot at the next step."""
-        if p.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1 to generate")
-        req = _Request(list(ids), p, self.mask_pii)
-        self._inbox.put(req)
-        self._wake.set()
+        sink = _ThreadSink()
+        req = self._submit(ids, p, sink)
         try:
             while True:
-                item = req.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, Finish):
-                    return
+                for item in sink.q.get():
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if isinstance(item, Finish):
+                        return
         finally:
             req.cancelled = True
+
+    async def agenerate(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
+        """`generate` for asyncio (the HTTP server): every request of one event loop shares one delivery per
+        step."""
+        loop = asyncio.get_running_loop()
+        sink = self._sinks.get(loop)
+        if sink is None:
+            sink = self._sinks[loop] = _LoopSink(loop)
+        q: asyncio.Queue = asyncio.Queue()
+        req = _Request(list(ids), p, self.mask_pii, sink=sink)
+        sink.queues[id(req)] = q
+        self._submit(ids, p, sink, req)
+        try:
+            while True:
+                for item in await q.get():
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if isinstance(item, Finish):
+                        return
+        finally:
+            req.cancelled = True
+            sink.queues.pop(id(req), None)
+            self._wake.set()  # the loop drops it at its next step even when idle
+
+    def _submit(self, ids: list[int], p: SamplingParams, sink: _Sink, req: _Request | None = None) -> _Request:
+        if p.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1 to generate")
+        req = req or _Request(list(ids), p, self.mask_pii, sink=sink)
+        self._inbox.put(req)
+        self._wake.set()
+        return req
 
     def complete(self, prompt: str, max_tokens: int = 16, temperature: float | None = None,
                  top_p: float | None = None, seed: int | None = None) -> Completion:
@@ -233,11 +299,25 @@ class Engine:
                     if self.decoding:
                         self._decode_step()
                     self.stats["steps"] += 1
+                self._flush()
             except Exception as e:  # noqa: BLE001 - every affected request gets the error; the loop lives on
                 for r in self.waiting + self.prefilling + self.decoding:
                     for x in (r, *r.followers):
-                        x.out.put(RuntimeError(f"generation failed: {type(e).__name__}: {e}"))
+                        x.outbox.append(RuntimeError(f"generation failed: {type(e).__name__}: {e}"))
+                        self._done.append(x)
                 self.waiting, self.prefilling, self.decoding = [], [], []
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand this step's outputs over: one call per sink."""
+        by_sink: dict[int, tuple[_Sink, list]] = {}
+        for r in self._done:
+            if r.outbox:
+                by_sink.setdefault(id(r.sink), (r.sink, []))[1].append((r, r.outbox))
+                r.outbox = []
+        self._done = []
+        for sink, batch in by_sink.values():
+            sink.send(batch)
 
     def _start(self, r: _Request) -> None:
         r.gen = torch.Generator(device=self.device)
@@ -390,6 +470,7 @@ class Engine:
               greedy: int | None = None) -> None:
         """Sample r's next token from its logits row, hand it out, and finish r if it is done."""
         p = r.p
+        self._done.append(r)
         if masked is None:
             masked = self.utf8.mask(logits, r.owed)
         if r.constraint is not None:
@@ -409,18 +490,18 @@ class Engine:
         r.generated += 1
         stops = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
         if tok in stops:
-            r.out.put(Finish("stop", r.stream.finish()))
+            r.outbox.append(Finish("stop", r.stream.finish()))
             return self._finish(r)
         text = r.stream.push(tok)
         complete = r.constraint is not None and not r.constraint.advance(tok)
         if complete:  # the JSON is whole: release everything now
             text += r.stream.finish()
-        r.out.put(Token(tok, text, lp, top))
+        r.outbox.append(Token(tok, text, lp, top))
         if r.stream.stopped or complete:
-            r.out.put(Finish("stop", ""))
+            r.outbox.append(Finish("stop", ""))
             return self._finish(r)
         if r.generated >= p.max_tokens:
-            r.out.put(Finish("length", r.stream.finish()))
+            r.outbox.append(Finish("length", r.stream.finish()))
             return self._finish(r)
         r.pending = tok
         r.seen.append(tok)
