@@ -460,24 +460,25 @@ class Engine:
         self._sample_rows(rows, logits)
 
     def _sample_rows(self, rows: list[_Request], logits: torch.Tensor) -> None:
-        states = torch.tensor([r.owed for r in rows], device=logits.device)
-        masked = logits.masked_fill(self.utf8.blocked.to(logits.device)[states], float("-inf"))
-        greedy = masked.argmax(dim=-1).tolist()
+        # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
+        # masking first would change nothing but cost a pass over rows x vocabulary.
+        best = logits.argmax(dim=-1).tolist()
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
-            self._emit(rows[i], logits[i], masked[i], greedy[i])
+            r = rows[i]
+            ok = r.constraint is None and not self.utf8.blocked[r.owed, best[i]]
+            self._emit(r, logits[i], greedy=best[i] if ok else None)
 
-    def _emit(self, r: _Request, logits: torch.Tensor, masked: torch.Tensor | None = None,
-              greedy: int | None = None) -> None:
-        """Sample r's next token from its logits row, hand it out, and finish r if it is done."""
+    def _emit(self, r: _Request, logits: torch.Tensor, greedy: int | None = None) -> None:
+        """Sample r's next token from its logits row (`greedy`: the row's argmax, when it is a valid token),
+        hand it out, and finish r if it is done."""
         p = r.p
         self._done.append(r)
-        if masked is None:
-            masked = self.utf8.mask(logits, r.owed)
-        if r.constraint is not None:
-            masked = r.constraint.mask(masked)
         if greedy is not None and is_plain_greedy(p):
             tok = greedy
         else:
+            masked = self.utf8.mask(logits, r.owed)
+            if r.constraint is not None:
+                masked = r.constraint.mask(masked)
             tok = next_token(masked, torch.tensor(r.seen, device=logits.device), p, r.gen)
         r.owed = self.utf8.step(r.owed, tok)
         lp = top = None
