@@ -55,7 +55,7 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams, gen:
         for tok, bias in p.logit_bias.items():
             logits[tok] += bias
     logits = _penalise(logits, seen, p)
-    if p.temperature == 0:
+    if p.temperature < 1e-5:  # vLLM's rule: a temperature this small is greedy (dividing by it overflows)
         return int(torch.argmax(logits))
     logits = logits / p.temperature
     if 0 < p.top_k < logits.numel():
@@ -66,7 +66,10 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, p: SamplingParams, gen:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
     if p.top_p < 1.0:
         probs = _nucleus(probs, p.top_p)
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+    total = probs.sum()
+    if not torch.isfinite(total) or total <= 0:  # extreme penalties overflowed: fall back to the best token
+        return int(torch.argmax(torch.nan_to_num(logits, nan=float("-inf"))))
+    return int(torch.multinomial(probs / total, 1, generator=gen))
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -84,5 +87,5 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def is_plain_greedy(p: SamplingParams) -> bool:
     """Greedy with nothing that changes the logits: a batch of these is one argmax."""
-    return (p.temperature == 0 and p.grammar is None and not p.logit_bias and p.repetition_penalty == 1.0
+    return (p.temperature < 1e-5 and p.grammar is None and not p.logit_bias and p.repetition_penalty == 1.0
             and p.presence_penalty == 0 and p.frequency_penalty == 0)
