@@ -162,6 +162,22 @@ async def _merged(runner: Runner, jobs: list[Job]) -> AsyncIterator[tuple[int, T
             t.cancel()
 
 
+async def _collect(request: Request, runner: Runner, jobs: list[Job], choices: list) -> None:
+    """Run the jobs into `choices`; a client that disconnects before the answer cancels them (freeing their
+    slots), as a closed stream does."""
+
+    async def run() -> None:
+        async for k, step in _merged(runner, jobs):
+            choices[k].add(step)
+
+    task = asyncio.create_task(run())
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+    await task
+
+
 class _Choice:
     """One choice being built: text, tokens with their logprobs, finish reason."""
 
@@ -327,7 +343,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
                 "chat_template": tok.chat_template, "model_max_length": engine.max_len}
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(req: CompletionRequest) -> JSONResponse | StreamingResponse:
+    async def completions(req: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         engine = check_model(req.model)
         if isinstance(req.prompt, str):
             prompts = [engine.encode(req.prompt)]
@@ -358,8 +374,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
                                      media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
         if req.max_tokens:
-            async for k, step in _merged(runner, jobs):
-                choices[k].add(step)
+            await _collect(request, runner, jobs, choices)
         out, n_out, chars_out = [], 0, 0
         for k, c in enumerate(choices):
             ids = jobs[k][0]
@@ -383,7 +398,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
                              "model": engine.name, "choices": out, "usage": _usage(n_in, n_out, chars_in, chars_out)})
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(req: ChatRequest) -> JSONResponse | StreamingResponse:
+    async def chat(req: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
         engine = check_model(req.model)
         grammar, rf = None, req.response_format
         if rf is not None and rf.type != "text":
@@ -410,8 +425,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         if req.stream:
             return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req), media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
-        async for k, step in _merged(runner, jobs):
-            choices[k].add(step)
+        await _collect(request, runner, jobs, choices)
         out = [{"index": i, "message": {"role": "assistant", "content": c.text},
                 "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
                 "finish_reason": c.finish} for i, c in enumerate(choices)]
