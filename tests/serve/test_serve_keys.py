@@ -45,6 +45,9 @@ def test_keys_guard_every_route_but_health_and_revoke_takes_effect(tmp_path, eng
         assert httpx.post(f"{url}/v1/completions", json=body, headers=auth).status_code == 200
         metrics = httpx.get(f"{url}/metrics", headers=auth).text
         assert "kollm:prompt_tokens_total" in metrics and "kollm:time_to_first_token_seconds_bucket" in metrics
+        for name in ("kollm:kv_cache_usage_perc", "kollm:prefix_cache_queries_total", "kollm:prefix_cache_hits_total",
+                     "kollm:num_requests_running", "kollm:inter_token_latency_seconds_bucket"):
+            assert name in metrics, name
         assert run_kollm("serve", "keys", "revoke", kid, "--keys-db", str(db)).returncode == 0
         assert httpx.post(f"{url}/v1/completions", json=body, headers=auth).status_code == 401
     r = run_kollm("serve", "keys", "revoke", kid, "--keys-db", str(db))
