@@ -19,6 +19,7 @@ from kollm.errors import KollmError
 from kollm.eval.cli import app as eval_app
 from kollm.interop.cli import export_app, import_app
 from kollm.serve.cli import app as serve_app
+from kollm.studio.cli import app as studio_app
 from kollm.tokenizer.cli import app as tokenizer_app
 from kollm.train.cli import app as train_app
 
@@ -35,6 +36,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(eval_app, name="eval")
 app.add_typer(serve_app, name="serve")
+app.add_typer(studio_app, name="studio")
 
 
 @app.command()

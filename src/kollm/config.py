@@ -6,6 +6,7 @@
     [train]     -> kollm.train.TrainConfig
     [eval]      -> kollm.eval.EvalConfig
     [serve]     -> kollm.serve.ServeConfig
+    [studio]    -> kollm.studio.StudioConfig
 
 A command parses its recipe once with `read_recipe`, naming the sections it uses: a section it does not
 use is an error (a recipe's [data] must not be silently ignored by `kollm train`), and so is an unknown key

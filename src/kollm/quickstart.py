@@ -1,6 +1,6 @@
 """`kollm quickstart`: every stage once, small and honest, on a CPU laptop, through the same code as the stage
 commands: `kollm data run` (heavy stages off) -> `kollm train` (tokenizer, then model) -> `kollm eval` ->
-samples -> `kollm serve`.
+samples -> `kollm serve`, with `kollm studio` on the served API.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from kollm.errors import KollmError
 from kollm.files import write_json
 from kollm.model import ModelConfig
 from kollm.serve import ServeConfig
+from kollm.studio import StudioConfig
 from kollm.tokenizer import TokenizerConfig
 from kollm.train import TrainConfig
 
 SAMPLE_PROMPTS = ("대한민국의 수도는", "오늘 날씨가 좋아서", "이 제품을 써 보니")
 SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig, "train": TrainConfig,
-            "serve": ServeConfig}
+            "serve": ServeConfig, "studio": StudioConfig}
 
 
 def default_recipe() -> Path:
@@ -111,8 +112,15 @@ def run_quickstart(data: list[Path] | None, out: Path, time_budget: float | None
                f"  tokens/s: {res.tokens_per_s:,.0f}\n  everything: {out}")
     if serve:
         from kollm.serve.app import run_server
+        from kollm.studio.server import start_studio
 
-        run_server(override(serve_cfg, model=str(res.model_dir)))
+        api = override(serve_cfg, model=str(res.model_dir))
+        studio = override(r["studio"], model_url=f"http://{api.host}:{api.port}/v1", data=str(out / "studio"))
+        studio_url = start_studio(studio)
+        typer.echo(f"kollm: Studio at {studio_url}  (prompt apps on this model; the first visit sets the admin "
+                   "password)")
+        run_server(api)
     else:
-        typer.echo(f"  serve it with: kollm serve --model {res.model_dir}")
+        typer.echo(f"  serve it with: kollm serve --model {res.model_dir}\n"
+                   f"  and the Studio: kollm studio --model-url http://127.0.0.1:{serve_cfg.port}/v1")
     return summary

@@ -1,0 +1,164 @@
+"""What an app is and how one version becomes a prompt: `{{variables}}` in a template, an instruction, a table of
+few-shot examples, sampling parameters, completion or chat mode, optional JSON-schema output and PII masking.
+
+Pure functions only (no database, no HTTP), so the playground, the app endpoint and the test runner render a
+version exactly the same way."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kollm.errors import KollmError
+
+# `{{ name }}`: letters (Hangul included), digits and underscores, like a Python identifier
+VARIABLE = re.compile(r"\{\{\s*([^\W\d]\w{0,63})\s*\}\}")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # also the URL path segment: no dots, no slashes, no traversal
+LABELS = ("production", "staging")
+MODES = ("completion", "chat")
+MAX_TEXT = 20_000  # characters of any one field: a prompt app is not a document store
+
+
+@dataclass
+class Params:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0  # 0: off
+    repetition_penalty: float = 1.0
+    max_tokens: int = 128
+    stop: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if not 0.0 <= self.temperature <= 2.0:
+            raise KollmError("temperature must be between 0 and 2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise KollmError("top-p must be greater than 0 and at most 1")
+        if self.top_k < 0:
+            raise KollmError("top-k must be 0 (off) or a positive number")
+        if not 0.0 < self.repetition_penalty <= 10.0:
+            raise KollmError("repetition penalty must be greater than 0 and at most 10")
+        if not 1 <= self.max_tokens <= 8192:
+            raise KollmError("max tokens must be between 1 and 8192")
+        if len(self.stop) > 4:
+            raise KollmError("at most 4 stop sequences")
+
+
+@dataclass
+class AppSpec:
+    """One version of an app. Stored as a dict in `versions.spec`; immutable once saved."""
+
+    template: str = "{{input}}"
+    instruction: str = ""
+    examples: list[dict[str, Any]] = field(default_factory=list)  # {"inputs": {var: text}, "output": text}
+    params: Params = field(default_factory=Params)
+    mode: str = "completion"
+    json_schema: str = ""  # JSON Schema text; empty: free text output
+    pii_mask: bool = False
+
+    def variables(self) -> list[str]:
+        """The template's variables in order of first appearance."""
+        return list(dict.fromkeys(VARIABLE.findall(self.template)))
+
+    def schema(self) -> dict | None:
+        return json.loads(self.json_schema) if self.json_schema.strip() else None
+
+    def check(self) -> AppSpec:
+        if self.mode not in MODES:
+            raise KollmError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.template.strip():
+            raise KollmError("the template is empty; write the input the model sees, with {{variables}}")
+        for name, text in (("template", self.template), ("instruction", self.instruction)):
+            if len(text) > MAX_TEXT:
+                raise KollmError(f"the {name} is longer than {MAX_TEXT} characters")
+        if not self.variables():
+            raise KollmError("the template has no {{variable}}; add one, e.g. {{query}}, for the input")
+        if self.json_schema.strip():
+            try:
+                schema = json.loads(self.json_schema)
+            except ValueError as e:
+                raise KollmError(f"the JSON schema is not valid JSON: {e}") from None
+            from jsonschema import SchemaError, validators
+
+            try:
+                validators.validator_for(schema).check_schema(schema)
+            except SchemaError as e:
+                raise KollmError(f"the JSON schema is not a valid schema: {e.message}") from None
+        self.params.check()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AppSpec:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "params"}
+        p = d.get("params") or {}
+        params = Params(**{k: v for k, v in p.items() if k in Params.__dataclass_fields__})
+        return cls(params=params, **known)
+
+
+def fill(template: str, inputs: dict[str, Any], strict: bool = True) -> str:
+    """`template` with every `{{name}}` replaced by `inputs[name]`. A missing variable is an error that names it
+    (`strict`), or empty (the few-shot examples: a variable just added to the template has no column yet)."""
+    missing = [v for v in dict.fromkeys(VARIABLE.findall(template)) if v not in inputs]
+    if not strict:
+        inputs = {**dict.fromkeys(missing, ""), **inputs}
+    elif missing:
+        raise KollmError(f"missing input {', '.join(repr(m) for m in missing)}; send it in \"inputs\"")
+    # one pass over the template: a value that itself contains {{x}} is not expanded again
+    return VARIABLE.sub(lambda m: str(inputs[m.group(1)]), template)
+
+
+def _join(prompt: str, output: str) -> str:
+    # "검색어: 유모챠\n교정:" + "유모차" reads as "교정: 유모차"; a template ending in a newline needs no space
+    return prompt + output if not prompt or prompt[-1].isspace() else f"{prompt} {output}"
+
+
+def render_completion(spec: AppSpec, inputs: dict[str, Any]) -> str:
+    """The completion prompt: instruction, then each example (template filled + output), then the input."""
+    parts = [spec.instruction.strip()] if spec.instruction.strip() else []
+    parts += [_join(fill(spec.template, ex.get("inputs", {}), strict=False), str(ex.get("output", "")))
+              for ex in spec.examples]
+    parts.append(fill(spec.template, inputs))
+    return "\n\n".join(parts)
+
+
+def render_chat(spec: AppSpec, inputs: dict[str, Any]) -> list[dict[str, str]]:
+    """Chat messages: the instruction as the system message, each example as a user/assistant pair."""
+    msgs = [{"role": "system", "content": spec.instruction.strip()}] if spec.instruction.strip() else []
+    for ex in spec.examples:
+        msgs += [{"role": "user", "content": fill(spec.template, ex.get("inputs", {}), strict=False)},
+                 {"role": "assistant", "content": str(ex.get("output", ""))}]
+    msgs.append({"role": "user", "content": fill(spec.template, inputs)})
+    return msgs
+
+
+def spec_text(spec: AppSpec) -> list[str]:
+    """A version as readable lines (what the diff compares): one block per part, examples as a table."""
+    p = spec.params
+    lines = [f"mode: {spec.mode}", "", "[instruction]", *spec.instruction.splitlines(), "", "[template]",
+             *spec.template.splitlines(), "", "[examples]"]
+    for i, ex in enumerate(spec.examples, 1):
+        ins = ", ".join(f"{k}={v!r}" for k, v in ex.get("inputs", {}).items())
+        lines.append(f"{i}. {ins} -> {ex.get('output', '')!r}")
+    lines += ["", "[parameters]", f"temperature: {p.temperature}", f"top_p: {p.top_p}", f"top_k: {p.top_k}",
+              f"repetition_penalty: {p.repetition_penalty}", f"max_tokens: {p.max_tokens}",
+              f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}", "",
+              "[json_schema]", *spec.json_schema.splitlines()]
+    return lines
+
+
+def diff(old: AppSpec | None, new: AppSpec, old_name: str = "previous", new_name: str = "this") -> list[str]:
+    """A unified diff of two versions' readable text (all lines `+` for a first version)."""
+    a = spec_text(old) if old is not None else []
+    return list(difflib.unified_diff(a, spec_text(new), old_name, new_name, lineterm="", n=2))
+
+
+def check_slug(slug: str) -> str:
+    if not SLUG.match(slug or ""):
+        raise KollmError(f"app id {slug!r} must be 1-63 lowercase letters, digits or hyphens, starting with a "
+                         "letter or digit (it becomes the URL /v1/apps/ID/run)")
+    return slug

@@ -1,0 +1,108 @@
+"""One run of an app version on some inputs: render the prompt, call the model, mask PII, check the JSON schema,
+and measure (latency, tokens, characters). Shared by the playground, the app endpoint and the test-set runner."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+from kollm.studio.apps import AppSpec, render_chat, render_completion
+from kollm.studio.client import ModelClient, ModelError, Usage
+
+
+@dataclass
+class Outcome:
+    output: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_chars: int = 0
+    output_chars: int = 0
+    latency_ms: float = 0.0
+    json_valid: bool | None = None  # None: the app has no JSON schema
+    json_error: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def render(spec: AppSpec, inputs: dict) -> str | list[dict]:
+    return render_completion(spec, inputs) if spec.mode == "completion" else render_chat(spec, inputs)
+
+
+def prompt_chars(prompt: str | list[dict]) -> int:
+    return len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+
+
+def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
+    """Post-process a complete output: PII masking, then the JSON-schema check (on what the caller receives)."""
+    if spec.pii_mask:
+        from kollm.data.pii import mask_pii  # the data stage's masker: one definition of Korean PII in kollm
+
+        text = mask_pii(text)
+    out.output, out.output_chars = text, len(text)
+    schema = spec.schema()
+    if schema is not None:
+        from jsonschema import ValidationError, validate
+
+        try:
+            validate(json.loads(text), schema)
+            out.json_valid = True
+        except ValueError as e:
+            out.json_valid, out.json_error = False, f"not JSON: {e}"
+        except ValidationError as e:
+            out.json_valid, out.json_error = False, f"does not match the schema: {e.message}"
+    return out
+
+
+async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> Outcome:
+    """The whole output at once. Input errors (a missing variable) raise KollmError; model errors are in `.error`."""
+    prompt = render(spec, inputs)
+    out = Outcome(input_chars=prompt_chars(prompt))
+    t = time.perf_counter()
+    try:
+        text, usage = await client.complete(spec, prompt, model)
+    except ModelError as e:
+        out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
+        return out
+    out.latency_ms = (time.perf_counter() - t) * 1000
+    out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    return finish(spec, text, out)
+
+
+async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "",
+                     count_prompt: bool = False) -> AsyncIterator[dict]:
+    """Events for a client: {"type": "prompt"} (the rendered prompt and its token count), {"type": "delta",
+    "text"} as text arrives, then {"type": "done", ...Outcome} or {"type": "error", "message", ...Outcome}.
+    The prompt is rendered before the first event, so a missing input raises KollmError before streaming starts."""
+    prompt = render(spec, inputs)
+    out = Outcome(input_chars=prompt_chars(prompt))
+    if count_prompt:
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        yield {"type": "prompt", "prompt": prompt, "prompt_tokens": await client.count_tokens(text)}
+    t = time.perf_counter()
+    parts: list[str] = []
+    try:
+        async for step in client.stream(spec, prompt, model):
+            if isinstance(step, Usage):
+                out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
+            else:
+                parts.append(step)
+                # PII masking needs the whole text (a phone number can arrive split over chunks), so a masked
+                # app's stream holds its text back and sends it, masked, in the final event.
+                if not spec.pii_mask:
+                    yield {"type": "delta", "text": step}
+    except ModelError as e:
+        out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
+        out.output = "".join(parts)
+        yield {"type": "error", "message": e.message, **out.to_dict()}
+        return
+    out.latency_ms = (time.perf_counter() - t) * 1000
+    finish(spec, "".join(parts), out)
+    yield {"type": "done", **out.to_dict()}
+
+
+def sse(event: dict | str) -> str:
+    return f"data: {event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)}\n\n"

@@ -1,0 +1,90 @@
+"""The Studio against a real kollm server (the tiny test model on a loopback port), and the `kollm studio` CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+from conftest import run_kollm
+from fastapi.testclient import TestClient
+
+from .helpers import log_in, make_key, make_studio, new_app, sse_events
+
+
+def test_app_endpoint_and_test_run_on_a_real_server(model_server, tmp_path):
+    client = TestClient(make_studio(tmp_path, None, model_url=model_server))
+    tok = log_in(client)
+    new_app(client, tok)
+    key = make_key(client, tok)
+    h = {"Authorization": f"Bearer {key}"}
+    r = client.post("/v1/apps/qc/run", headers=h, json={"inputs": {"query": "유모챠 추쳔"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["prompt_tokens"] > 50 and body["usage"]["input_characters"] > 50
+    assert body["usage"]["completion_tokens"] <= 24 and isinstance(body["output"], str)
+    ev = sse_events(client.post("/v1/apps/qc/run", headers=h, json={"inputs": {"query": "a"}, "stream": True}).text)
+    done = [e for e in ev if e != "[DONE]" and e["type"] == "done"][0]
+    deltas = "".join(e["text"] for e in ev if e != "[DONE]" and e["type"] == "delta")
+    assert done["output"] == deltas and done["prompt_tokens"] > 50
+    r = client.post("/apps/qc/playground", data={"csrf_token": tok, "version": "1", "in-query": "노트븍"})
+    first = sse_events(r.text)[0]
+    assert first["type"] == "prompt" and first["prompt_tokens"] > 50  # kollm serve's /tokenize: the token counter
+    ts = re.search(r"/apps/qc/tests/(\d+)/run", client.get("/apps/qc/tests").text).group(1)
+    r = client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": "1"})
+    assert r.status_code == 200 and r.text.count('<td class="out">') == 40
+    assert re.search(r"40 항목, 오류 0", r.text)
+
+
+def test_studio_eval_command(model_server, tmp_path):
+    out = tmp_path / "scores.json"
+    p = run_kollm("studio", "eval", "--model-url", model_server, "--template", "search-query-correction",
+                  "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "| search-query-correction (검색어 교정) | 40 | 0 |" in p.stdout and "rouge_l" in p.stdout
+    assert json.loads(out.read_text())["search-query-correction"]["summary"]["items"] == 40
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    p = run_kollm("studio", "eval", "--model-url", "http://127.0.0.1:9/v1", "--template", "nope")
+    assert p.returncode == 2 and p.stderr.strip().startswith("kollm: error: unknown template 'nope'")
+    p = run_kollm("studio", "eval", "--model-url", "http://127.0.0.1:9/v1", "--template", "promo-copy")
+    assert p.returncode == 2 and "cannot be reached" in p.stderr and "Traceback" not in p.stderr
+    p = run_kollm("studio", "--recipe", str(tmp_path / "missing.toml"))
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[serve]\nport = 1\n")
+    p = run_kollm("studio", "--recipe", str(recipe))
+    assert p.returncode == 2 and "does not use the [serve] section" in p.stderr
+    assert "model-url" in run_kollm("studio", "--help").stdout
+
+
+def test_studio_serves_over_http(model_server, tmp_path):
+    from live import running
+
+    with running(make_studio(tmp_path, None, model_url=model_server, admin_password="headless-pass")) as url:
+        r = httpx.get(f"{url}/health")
+        assert r.json() == {"status": "ok"}
+        assert httpx.get(f"{url}/static/studio.css").status_code == 200
+
+
+def test_start_studio_serves_from_a_thread(tmp_path):
+    """What the quickstart does after training: the Studio in a thread, the API in the main thread."""
+    import socket
+    import time
+
+    from kollm.studio import StudioConfig
+    from kollm.studio.server import start_studio
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = start_studio(StudioConfig(data=str(tmp_path / "studio"), port=port, model_url="http://127.0.0.1:9/v1"))
+    assert url == f"http://127.0.0.1:{port}/"
+    for _ in range(200):
+        try:
+            r = httpx.get(url, follow_redirects=False)
+            break
+        except httpx.ConnectError:
+            time.sleep(0.05)
+    assert r.status_code == 303 and r.headers["location"] == "/setup"
