@@ -88,3 +88,22 @@ def test_start_studio_serves_from_a_thread(tmp_path):
         except httpx.ConnectError:
             time.sleep(0.05)
     assert r.status_code == 303 and r.headers["location"] == "/setup"
+
+
+def test_json_schema_app_on_a_real_server_answers_valid_json(model_server, tmp_path):
+    """kollm serve enforces the schema by constrained decoding: even the tiny model's answer is valid JSON."""
+    from .test_studio_api import _editor
+
+    client = TestClient(make_studio(tmp_path, None, model_url=model_server))
+    tok = log_in(client)
+    new_app(client, tok, "blank", "")
+    key = make_key(client, tok, "blank")
+    schema = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 3}}, "required": ["q"],
+              "additionalProperties": False}
+    form = {**_editor(client, "blank"), "csrf_token": tok, "mode": "chat", "json_schema": json.dumps(schema),
+            "max_tokens": "200", "temperature": "0.7"}
+    assert client.post("/apps/blank/versions", data=form).status_code == 200
+    r = client.post("/v1/apps/blank/run", headers={"Authorization": f"Bearer {key}"}, json={"inputs": {"input": "a"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["json_valid"] is True and set(json.loads(body["output"])) == {"q"}
