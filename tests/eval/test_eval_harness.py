@@ -47,7 +47,8 @@ def hf_scores(model_dir: Path, task: str, shots: int, limit: int) -> dict:
     return res["results"][task]
 
 
-def assert_same_scores(ours: dict, theirs: dict, metrics: tuple[str, ...] = ("acc,none", "acc_norm,none")) -> None:
+def assert_same_scores(ours: dict, theirs: dict,
+                       metrics: tuple[str, ...] = ("acc,none", "acc_norm,none", "f1,none")) -> None:
     for m in metrics:
         assert abs(ours[m] - theirs[m]) < 1e-6, (m, ours[m], theirs[m])
 
@@ -62,6 +63,8 @@ def test_every_shipped_task_loads_and_scores():
              "kollm_review_summary", "kollm_promo_copy"}
     assert names <= set(res["results"])
     assert "pass,none" in res["results"]["kollm_promo_copy"]
+    for task in ("kollm_sentiment", "kollm_topic", "kollm_sts"):  # macro-F1 beside accuracy, as kobest_* have it
+        assert 0.0 <= res["results"][task]["f1,none"] <= 1.0 and "acc,none" in res["results"][task]
     assert "char_edit_distance,none" in res["results"]["kollm_query_correction"]
 
 
@@ -126,6 +129,39 @@ def test_compare_rebuilds_the_report_across_runs(tmp_path):
     assert "| small | 0.5000 ± 0.0500 | 0.5000 ± 0.0500 |" in report
     assert "| big | 0.7500 ± 0.0500 | 0.7500 ± 0.0500 |" in report
     assert (tmp_path / "both" / "kshot_kollm_sentiment.png").is_file()
+
+
+def test_report_shows_accuracy_and_macro_f1_for_multiple_choice(tmp_path):
+    """acc stays the headline (plots, HyperCLOVA's NSMC measure); macro-F1 gets its own table, marked as such and
+    without ± (lm-eval computes no stderr for it), and a dashed line in the k-shot plot. QA's f1 is not macro."""
+    from kollm.eval.report import collect, markdown, write_report
+
+    vals = {"acc,none": 0.5, "acc_stderr,none": 0.1, "f1,none": 1 / 3, "f1_stderr,none": "N/A"}
+    res = {"results": {"kollm_sentiment": vals, "kollm_qa": {"exact_match,none": 0.25, "exact_match_stderr,none": 0.1,
+                                                             "f1,none": 0.5, "f1_stderr,none": 0.1}},
+           "higher_is_better": {"kollm_sentiment": {"acc": True, "f1": True},
+                                "kollm_qa": {"exact_match": True, "f1": True}},
+           "configs": {"kollm_sentiment": {"output_type": "multiple_choice"},
+                       "kollm_qa": {"output_type": "generate_until"}}}
+    doc = {"kollm_eval": 1, "tasks": ["kollm_sentiment"], "shots": [0, 2], "limit": 8,
+           "runs": [{"model": m, "backend": "kollm", "shots": k, "lm_eval": res} for m in ("작은모델", "b")
+                    for k in (0, 2)]}
+    table, *_ = collect([doc])
+    assert table[("kollm_sentiment", "f1")]["b"][2] == (1 / 3, None)
+    report = markdown([doc], [])
+    sentiment = report.split("## kollm_sentiment")[1]
+    assert "**acc**" in sentiment and "**f1**: macro-F1" in sentiment and "| b | 0.3333 | 0.3333 |" in sentiment
+    assert "macro-F1" not in report.split("## kollm_qa")[1].split("## ")[0]
+    import warnings
+
+    from kollm.eval.report import _hangul_rc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_report([doc], tmp_path)
+    assert (tmp_path / "kshot_kollm_sentiment.png").stat().st_size > 1000 and (tmp_path / "models.png").is_file()
+    if _hangul_rc():  # a Korean font is installed (fonts-nanum): the Korean model name is drawn, not boxes
+        assert not [w for w in caught if "missing from font" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_a_kollm_task_reads_the_public_format_from_a_local_file(tmp_path):

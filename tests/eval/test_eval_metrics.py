@@ -20,6 +20,7 @@ from kollm.eval.metrics import (
     keywords_present,
     korquad_normalize,
     length_ok,
+    macro_f1,
     matches_regex,
     morphemes,
     normalize,
@@ -195,6 +196,61 @@ def test_chrf_edges():
     assert chrf("", "") == 1.0
     assert chrf("", "가") == 0.0
     assert chrf("가", "") == 0.0
+
+
+# --- macro-F1 (multiple-choice tasks) ---------------------------------------------------------------------
+def test_macro_f1_by_hand():
+    # class 0: TP 2, FP 1, FN 0 -> 4/5; class 1: TP 1, FP 0, FN 1 -> 2/3; mean 11/15
+    assert macro_f1([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert macro_f1([0, 1, 2], [0, 1, 2]) == 1.0
+    assert macro_f1(["부정", "긍정"], ["긍정", "부정"]) == 0.0
+
+
+def test_macro_f1_class_never_predicted_scores_zero():
+    """Always answering 긍정 (1) on balanced data: accuracy 0.5, but class 0 (never predicted) has F1 0, so the
+    mean is (0 + 2/3) / 2 = 1/3."""
+    golds, preds = [0, 1, 0, 1], [1, 1, 1, 1]
+    assert macro_f1(golds, preds) == pytest.approx(1 / 3)
+    # a gold class missing from the predictions of a 3-way task: (1 + 1 + 0) / 3
+    assert macro_f1([0, 1, 2], [0, 1, 1]) == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_macro_f1_classes_default_to_those_seen_and_labels_widen_them():
+    # only classes 0 and 1 occur: a 7-way task scored on 2 items is averaged over those 2 (scikit-learn's rule)
+    assert macro_f1([0, 1], [0, 1]) == 1.0
+    assert macro_f1([0, 1], [0, 1], labels=range(4)) == pytest.approx(0.5)
+
+
+def test_macro_f1_bad_input():
+    with pytest.raises(ValueError, match="at least one"):
+        macro_f1([], [])
+    with pytest.raises(ValueError, match="one prediction per gold"):
+        macro_f1([0, 1], [0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=30))
+def test_macro_f1_equals_scikit_learn(pairs):
+    """The number lm-eval's kobest_* tasks report (sklearn f1_score, average="macro")."""
+    import warnings
+
+    from sklearn.metrics import f1_score
+
+    golds, preds = [g for g, _ in pairs], [p for _, p in pairs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns when a class is never predicted; it scores it 0 as we do
+        want = f1_score(golds, preds, average="macro")
+    assert macro_f1(golds, preds) == pytest.approx(want)
+
+
+def test_lm_eval_aggregation_takes_numpy_pairs():
+    """lm-eval's multiple_choice scoring gives each item as (gold index, numpy argmax)."""
+    import numpy as np
+
+    from kollm.eval.tasks.utils import macro_f1_score
+
+    items = [(0, np.int64(1)), (1, np.int64(1)), (0, np.int64(1)), (1, np.int64(1))]
+    assert macro_f1_score(items) == pytest.approx(1 / 3)
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,7 +2,8 @@
 
 Every function is pure and takes raw strings; Korean text is normalised to NFC here, at the boundary,
 so NFD input or conjoining jamo ("\u1112\u1161\u11ab") score the same as precomposed syllables ("한").
-Scores are floats in [0, 1] (1 = perfect); checks (length, keywords, PII, contains, regex, JSON) are bools.
+Scores are floats in [0, 1] (1 = perfect; `macro_f1` takes class labels, not text); checks (length, keywords,
+PII, contains, regex, JSON) are bools.
 Where both sides are empty after normalisation, the similarity scores call them identical (1.0), except the
 KorQuAD F1, which keeps the official script's behaviour (0.0).
 """
@@ -14,7 +15,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
 
 from kiwipiepy import Kiwi
@@ -181,6 +182,29 @@ def chrf(pred: str, ref: str, order: int = 6, beta: float = 2.0) -> float:
     if p + r == 0:
         return 0.0
     return (1 + beta**2) * p * r / (beta**2 * p + r)
+
+
+# --- classification (multiple-choice tasks) ----------------------------------------------------------------
+def macro_f1(golds: Sequence[Hashable], preds: Sequence[Hashable],
+             labels: Iterable[Hashable] | None = None) -> float:
+    """Unweighted mean over classes of F1 = 2TP / (2TP + FP + FN), in [0, 1].
+
+    The classes are `labels`, or else every class that occurs as a gold or a prediction: scikit-learn's
+    `f1_score(average="macro")`, which lm-eval's KoBEST tasks (and so Polyglot-Ko's published COPA F1) use. A
+    class with gold items that is never predicted scores 0 and pulls the mean down: that is the point, a model
+    that always answers "긍정" gets accuracy 0.5 on balanced data but macro-F1 1/3. A class with no gold, no
+    prediction (only possible through `labels`) also scores 0, as scikit-learn's zero_division default does.
+    """
+    if len(golds) != len(preds):
+        raise ValueError(f"macro_f1 needs one prediction per gold label (got {len(golds)} golds, {len(preds)} preds)")
+    if not golds:
+        raise ValueError("macro_f1 needs at least one item")
+    classes = list(dict.fromkeys(labels)) if labels is not None else list(dict.fromkeys([*golds, *preds]))
+    tp: Counter = Counter(g for g, p in zip(golds, preds, strict=True) if g == p)
+    gold_n, pred_n = Counter(golds), Counter(preds)
+    # 2TP + FP + FN = (TP + FP) + (TP + FN) = predicted + gold count of the class
+    scores = [2 * tp[c] / (pred_n[c] + gold_n[c]) if pred_n[c] + gold_n[c] else 0.0 for c in classes]
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 # --- reference-free checks (promotion copy) -------------------------------------------------------------

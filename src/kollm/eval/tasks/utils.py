@@ -190,3 +190,11 @@ def promo_process_results(doc: dict, results: list[str]) -> dict:
     no_pii = not metrics.has_pii(pred)
     return {"pass": float(length and keywords and no_pii), "length_ok": float(length),
             "keywords_ok": float(keywords), "no_pii": float(no_pii)}
+
+
+# --- aggregation (multiple_choice tasks) ---------------------------------------------------------------------
+def macro_f1_score(items: list[tuple[int, int]]) -> float:
+    """lm-eval aggregation for `metric: f1`: its multiple_choice scoring hands each item over as (gold index,
+    argmax index); macro-F1 over the classes seen, as lm-eval's own kobest_* tasks report it. lm-eval computes no
+    stderr for a custom aggregation (results.json says "N/A"), so the report shows f1 without ±."""
+    return metrics.macro_f1([int(g) for g, _ in items], [int(p) for _, p in items])  # numpy ints -> int
