@@ -32,6 +32,7 @@ from kollm.errors import KollmError
 from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.detok import TextStream
 from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
+from kollm.serve.packed import pack_linears
 from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
 from kollm.serve.structured import Constraint, Grammars
 from kollm.serve.utf8 import Utf8Guard
@@ -127,6 +128,7 @@ class Engine:
         self.cfg = config or EngineConfig()
         self.mask_pii = mask_pii  # outputs pass the data stage's PII masker before they leave (`--mask-pii`)
         self.device = next(model.parameters()).device  # load_hf_causal_lm placed it by kollm.runtime
+        pack_linears(model)  # float32 on an x86 CPU: MKL-packed weights, ~2x the batched decode (serve/packed.py)
         mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.max_len = int(getattr(mc, "max_position_embeddings", 2048) or 2048)
         self.vocab = int(mc.vocab_size) if hasattr(mc, "vocab_size") else len(tokenizer)
