@@ -1,0 +1,74 @@
+"""The engine on each model family it claims (Llama, Qwen2, Qwen3, Gemma 3): small random models built from
+transformers' own configs, with the tiny kollm tokenizer. Batched, chunked, continuous decoding must give each
+request exactly what transformers' generate gives it alone, past Gemma 3's sliding window too."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from kollm.serve.engine import Engine, EngineConfig, Token
+from kollm.serve.sampling import SamplingParams
+
+
+def _config(family: str, vocab: int) -> object:
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
+
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3)
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    if family == "qwen3":
+        return Qwen3Config(**common, head_dim=16)
+    # Gemma 3: a 24-token sliding window on every other layer, so the prompts below run past it
+    return Gemma3TextConfig(**common, head_dim=16, sliding_window=24,
+                            layer_types=["sliding_attention", "full_attention"] * 2)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma3"])
+def family_engine(request, tiny_tokenizer, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp(request.param)
+    tiny_tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(request.param, len(AutoTokenizer.from_pretrained(out))))
+    model.save_pretrained(out)
+    return Engine.load(out, config=EngineConfig(max_num_seqs=3, prefill_chunk=16))
+
+
+def test_every_family_decodes_in_a_batch_as_alone(family_engine):
+    engine = family_engine
+    texts = ["대한민국의 수도는 서울이고 부산은 항구 도시이며 제주도는 섬이다. 그리고 오늘 날씨는",
+             "한국어", "맛있는 김치찌개를 만들려면 돼지고기와 김치를 먼저 볶고 물을 붓는다. 그 다음에는",
+             "서울에서 부산까지"]
+    prompts = [engine.encode(t) for t in texts]
+    assert max(map(len, prompts)) > 24 + 16  # past the sliding window, over several prefill chunks
+    ref = []
+    for ids in prompts:
+
+        def utf8(input_ids: torch.Tensor, scores: torch.Tensor, start: int = len(ids)) -> torch.Tensor:
+            owed = 0
+            for t in input_ids[0, start:].tolist():
+                owed = engine.utf8.step(owed, t)
+            return engine.utf8.mask(scores, owed)
+
+        out = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, logits_processor=[utf8])
+        ref.append(out[0, len(ids):].tolist())
+    got: dict = {}
+
+    def run(i: int) -> None:
+        p = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+        got[i] = [s.id for s in engine.generate(prompts[i], p) if isinstance(s, Token)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(prompts))] == ref
