@@ -298,6 +298,7 @@ class Engine:
                     self._admit()
                     if self.prefilling:
                         self._prefill_step()
+                        self._flush()  # first tokens leave now, not after this step's decode
                     if self.decoding:
                         self._decode_step()
                     self.stats["steps"] += 1
