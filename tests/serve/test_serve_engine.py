@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-import torch
+from reference import engine_greedy_together, hf_greedy
 
 from kollm.serve.detok import TextStream
 from kollm.serve.engine import Engine, EngineConfig, Finish, Token
@@ -48,30 +48,9 @@ def wait_idle(engine: Engine, timeout: float = 10.0) -> None:
 def test_batched_greedy_matches_hf_generate(engine):
     """Requests that join and leave a running batch (4 slots, 6 prompts, 8-token prefill chunks) each get the
     tokens transformers' own generate gives them alone."""
-    model = engine.model
     jobs = [(engine.encode(t), 6 + 5 * i) for i, t in enumerate(PROMPTS)]
-    ref = []
-    for ids, n in jobs:
-
-        def utf8(input_ids: torch.Tensor, scores: torch.Tensor, start: int = len(ids)) -> torch.Tensor:
-            owed = 0  # the engine masks tokens that would break UTF-8; give generate the same mask
-            for t in input_ids[0, start:].tolist():
-                owed = engine.utf8.step(owed, t)
-            return engine.utf8.mask(scores, owed)
-
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=n, do_sample=False, min_new_tokens=n, logits_processor=[utf8])
-        ref.append(out[0, len(ids):].tolist())
-    got: dict = {}
-    threads = [threading.Thread(target=run, args=(engine, ids, SamplingParams(max_tokens=n, temperature=0,
-                                                                               ignore_eos=True), got, i))
-               for i, (ids, n) in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(len(jobs)):
-        assert got[i] == ref[i], (PROMPTS[i], got[i], ref[i])
+    got = engine_greedy_together(engine, [ids for ids, _ in jobs], [n for _, n in jobs])
+    assert got == [hf_greedy(engine, ids, n) for ids, n in jobs]
     wait_idle(engine)
 
 

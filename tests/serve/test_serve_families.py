@@ -4,13 +4,11 @@ request exactly what transformers' generate gives it alone, past Gemma 3's slidi
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
+from reference import engine_greedy_together, hf_greedy
 
-from kollm.serve.engine import Engine, EngineConfig, Token
-from kollm.serve.sampling import SamplingParams
+from kollm.serve.engine import Engine, EngineConfig
 
 
 def _config(family: str, vocab: int) -> object:
@@ -48,27 +46,5 @@ def test_every_family_decodes_in_a_batch_as_alone(family_engine):
              "서울에서 부산까지"]
     prompts = [engine.encode(t) for t in texts]
     assert max(map(len, prompts)) > 24 + 16  # past the sliding window, over several prefill chunks
-    ref = []
-    for ids in prompts:
-
-        def utf8(input_ids: torch.Tensor, scores: torch.Tensor, start: int = len(ids)) -> torch.Tensor:
-            owed = 0
-            for t in input_ids[0, start:].tolist():
-                owed = engine.utf8.step(owed, t)
-            return engine.utf8.mask(scores, owed)
-
-        out = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                    max_new_tokens=20, min_new_tokens=20, do_sample=False, logits_processor=[utf8])
-        ref.append(out[0, len(ids):].tolist())
-    got: dict = {}
-
-    def run(i: int) -> None:
-        p = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
-        got[i] = [s.id for s in engine.generate(prompts[i], p) if isinstance(s, Token)]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [got[i] for i in range(len(prompts))] == ref
+    n = [20] * len(prompts)
+    assert engine_greedy_together(engine, prompts, n) == [hf_greedy(engine, ids, 20) for ids in prompts]
