@@ -10,8 +10,9 @@ import time
 import pytest
 from reference import engine_greedy_together, hf_greedy
 
+from kollm.serve.config import EngineConfig
 from kollm.serve.detok import TextStream
-from kollm.serve.engine import Engine, EngineConfig, Finish, Token
+from kollm.serve.engine import Engine, Finish, Token
 from kollm.serve.sampling import SamplingParams
 
 PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서 공원에", "한국어", "서울에서 부산까지 기차로 가면 시간이",

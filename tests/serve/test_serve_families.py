@@ -8,7 +8,8 @@ import pytest
 import torch
 from reference import engine_greedy_together, hf_greedy
 
-from kollm.serve.engine import Engine, EngineConfig
+from kollm.serve.config import EngineConfig
+from kollm.serve.engine import Engine
 
 
 def _config(family: str, vocab: int) -> object:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from reference import engine_greedy_together, hf_greedy
 
-from kollm.serve.engine import Engine, EngineConfig
+from kollm.serve.config import EngineConfig
+from kollm.serve.engine import Engine
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kollm.errors import KollmError
 from kollm.serve.config import ServeConfig
-from kollm.serve.engine import Engine, EngineConfig, Finish, Token
+from kollm.serve.engine import Engine, Finish, Token
 from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
@@ -504,15 +504,13 @@ def run_server(cfg: ServeConfig) -> None:
     uvicorn stops taking connections and lets running requests and streams finish."""
     import uvicorn
 
-    engine_cfg = EngineConfig(max_num_seqs=cfg.max_num_seqs, prefill_chunk=cfg.prefill_chunk,
-                              prefix_cache_mb=cfg.prefix_cache_mb, kv_cache_mb=cfg.kv_cache_mb)
     if cfg.chat_template and not Path(cfg.chat_template).is_file():
         raise KollmError(f"chat template {cfg.chat_template} does not exist; pass a Jinja file to --chat-template")
     if not (Path(cfg.model) / "config.json").is_file():
         raise KollmError(f"{cfg.model} is not a Hugging Face model folder (no config.json); pass --model DIR")
 
     def load() -> Engine:
-        engine = Engine.load(cfg.model, cfg.chat_template or None, engine_cfg, cfg.mask_pii)
+        engine = Engine.load(cfg.model, cfg.chat_template or None, cfg.engine(), cfg.mask_pii)
         print(f"kollm: {engine.name} loaded; serving at http://{host}:{port}/v1", flush=True)
         return engine
 

@@ -4,6 +4,16 @@ from dataclasses import dataclass
 
 
 @dataclass
+class EngineConfig:
+    """The continuous-batching engine's limits (serve/engine.py); `kollm serve` reads them from [serve]."""
+
+    max_num_seqs: int = 64  # requests in the running batch at once; more wait
+    prefill_chunk: int = 256  # prompt tokens per engine step: lower keeps streams smoother under long prompts
+    prefix_cache_mb: int = 1024  # KV of recent prompts kept for reuse (few-shot prefixes); 0: off
+    kv_cache_mb: int = 4096  # the running batch's KV; new requests wait while it would exceed this
+
+
+@dataclass
 class ServeConfig:
     """`kollm serve` / `kollm serve generate`: the [serve] section of a recipe, CLI flags on top.
 
@@ -17,9 +27,12 @@ class ServeConfig:
     keys_db: str = "~/.local/share/kollm/keys.db"  # keys made by `kollm serve keys create` (stored hashed)
     rate_limit: float = 0.0  # requests per second per key (bursts of twice that); 0: off
     max_waiting: int = 256  # requests queued for the engine; more get 503 with Retry-After
-    max_num_seqs: int = 64  # requests in the running batch at once
-    prefill_chunk: int = 256  # prompt tokens per engine step: lower keeps streams smoother under long prompts
-    prefix_cache_mb: int = 1024  # KV of recent prompts kept for reuse (few-shot prefixes); 0: off
-    kv_cache_mb: int = 4096  # the running batch's KV; new requests wait while it would exceed this
+    max_num_seqs: int = EngineConfig.max_num_seqs  # these four: EngineConfig's, settable in [serve]
+    prefill_chunk: int = EngineConfig.prefill_chunk
+    prefix_cache_mb: int = EngineConfig.prefix_cache_mb
+    kv_cache_mb: int = EngineConfig.kv_cache_mb
     mask_pii: bool = False  # pass every output (streams included) through the data stage's PII masker
     drain_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM
+
+    def engine(self) -> EngineConfig:
+        return EngineConfig(self.max_num_seqs, self.prefill_chunk, self.prefix_cache_mb, self.kv_cache_mb)

@@ -30,6 +30,7 @@ import torch
 
 from kollm.errors import KollmError
 from kollm.model.hf import load_hf_causal_lm
+from kollm.serve.config import EngineConfig
 from kollm.serve.detok import TextStream
 from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
 from kollm.serve.packed import pack_linears
@@ -58,14 +59,6 @@ class Completion:
 class Finish:
     reason: str  # "stop" (EOS, a stop token or string) or "length"
     text: str  # text released at the end (held-back characters)
-
-
-@dataclass
-class EngineConfig:
-    max_num_seqs: int = 64  # requests decoding at once; more wait
-    prefill_chunk: int = 256  # prompt tokens per step (the longest a step can stall the running streams)
-    prefix_cache_mb: int = 1024  # stored prompt KV for reuse; 0: off
-    kv_cache_mb: int = 4096  # admission stops while the slots' KV would exceed this
 
 
 @dataclass
@@ -212,7 +205,7 @@ class Engine:
         """Tokens of one completion, then a Finish. Closing the iterator early (a client that went away) frees
         the request's slot at the next step."""
         sink = _ThreadSink()
-        req = self._submit(ids, p, sink)
+        req = self._submit(_Request(list(ids), p, self.mask_pii, sink=sink))
         try:
             while True:
                 for item in sink.q.get():
@@ -233,9 +226,9 @@ class Engine:
             sink = self._sinks[loop] = _LoopSink(loop)
         q: asyncio.Queue = asyncio.Queue()
         req = _Request(list(ids), p, self.mask_pii, sink=sink)
-        sink.queues[id(req)] = q
-        self._submit(ids, p, sink, req)
+        sink.queues[id(req)] = q  # before the loop can answer
         try:
+            self._submit(req)
             while True:
                 for item in await q.get():
                     if isinstance(item, BaseException):
@@ -248,10 +241,9 @@ class Engine:
             sink.queues.pop(id(req), None)
             self._wake.set()  # the loop drops it at its next step even when idle
 
-    def _submit(self, ids: list[int], p: SamplingParams, sink: _Sink, req: _Request | None = None) -> _Request:
-        if p.max_tokens < 1:
+    def _submit(self, req: _Request) -> _Request:
+        if req.p.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1 to generate")
-        req = req or _Request(list(ids), p, self.mask_pii, sink=sink)
         self._inbox.put(req)
         self._wake.set()
         return req
@@ -526,7 +518,7 @@ class Engine:
             self.cache.move(last + len(self.prefilling), last, self.prefilling[-1].length)
             self.prefilling.insert(0, self.prefilling.pop())
         if not (self.decoding or self.prefilling):
-            self.cache.shrink(0, 0)
+            self.cache.shrink()
 
     def _remove_prefilling(self, j: int) -> None:
         D, last = len(self.decoding), len(self.prefilling) - 1

@@ -81,11 +81,10 @@ class SlotCache:
             if self.k[i] is not None:
                 self.k[i], self.v[i] = self._grow(self.k[i]), self._grow(self.v[i])
 
-    def shrink(self, slots: int, length: int) -> None:
-        """Give memory back once the live sequences are much smaller than the allocation."""
-        if self.capacity > 2 * max(length, _GROW) or self.slots > 2 * max(slots, 4):
-            self.capacity = -(-max(length, 1) // _GROW) * _GROW
-            self.slots = max(slots, 4)
+    def shrink(self) -> None:
+        """With no sequence left, give back an allocation grown past the starting size."""
+        if self.capacity > 2 * _GROW or self.slots > 8:
+            self.capacity, self.slots = _GROW, 4
             for i in range(len(self.k)):
                 if self.k[i] is not None:
                     self.k[i] = self.k[i][:self.slots, :, :self.capacity].clone()

@@ -73,6 +73,3 @@ class Constraint:
         """False when the grammar is complete (or broken): the request ends here."""
         self.m.consume_token(token)
         return not (self.m.is_stopped() or self.m.is_error())
-
-    def accepting(self) -> bool:
-        return self.m.is_accepting()
