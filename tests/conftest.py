@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
     res = train_model(ModelConfig(depth=2, max_seq_len=64), TrainConfig(batch_size=4, max_steps=8, eval_every_s=1e9),
                       tiny_tokenizer, texts[:50], texts[50:], out)
     return res.model_dir
+
+
+def with_window(model_dir: Path, out: Path, window: int) -> Path:
+    """A copy of a model folder with a longer context (RoPE extends; only the config's limit changes): the tiny
+    test model's 64-token window refuses few-shot prompts."""
+    shutil.copytree(model_dir, out)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": window}))
+    return out
 
 
 def write_jsonl(path: Path, texts: list[str]) -> Path:

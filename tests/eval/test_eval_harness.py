@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_kollm
+from conftest import run_kollm, with_window
 
 # nothing in these tests may reach the hub (run_kollm passes os.environ on to the CLI)
 os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -19,12 +19,7 @@ from kollm.eval.harness import TASKS_DIR  # noqa: E402
 @pytest.fixture(scope="module")
 def long_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny kollm checkpoint with a 512-token window (RoPE extends), so few-shot prompts fit untruncated."""
-    out = tmp_path_factory.mktemp("long") / "model"
-    shutil.copytree(tiny_model_dir, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["max_position_embeddings"] = 512
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
+    return with_window(tiny_model_dir, tmp_path_factory.mktemp("long") / "model", 512)
 
 
 def kollm_only_tasks():

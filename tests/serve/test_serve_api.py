@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 import torch
+from conftest import with_window
 from live import running
 
 from kollm.serve.app import create_app
@@ -246,12 +247,7 @@ def test_tokenize_and_detokenize_round_trip(server):
 ])
 def test_response_format_gives_json_even_from_a_tiny_model(tiny_model_dir, tmp_path, fmt):
     """A model that has never seen JSON still answers with it: the grammar masks every other token."""
-    import shutil
-
-    long = tmp_path / "model"  # the tiny checkpoint with a 512-token window (RoPE extends), room for the JSON
-    shutil.copytree(tiny_model_dir, long)
-    cfg = json.loads((long / "config.json").read_text())
-    (long / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 512}))
+    long = with_window(tiny_model_dir, tmp_path / "model", 512)  # room for the JSON
     with running(create_app(Engine.load(long))) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
         stopped = 0
@@ -292,16 +288,12 @@ def test_health_is_503_while_the_model_loads(tiny_model_dir):
 def test_sigterm_drains_running_streams_then_exits(tiny_model_dir, tmp_path):
     """`kollm serve` on SIGTERM stops taking connections, lets a running stream finish (up to --drain-timeout,
     30 s by default), then exits."""
-    import shutil
     import signal
     import socket
     import subprocess
     import sys
 
-    long = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, long)
-    cfg = json.loads((long / "config.json").read_text())
-    (long / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 512}))
+    long = with_window(tiny_model_dir, tmp_path / "model", 512)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

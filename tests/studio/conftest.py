@@ -5,12 +5,11 @@ tests/conftest.py, which other test modules import as `conftest`."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_window
 from fastapi.testclient import TestClient
 
 from .helpers import FakeModel, log_in, make_studio
@@ -35,12 +34,7 @@ def studio(tmp_path: Path, fake_model: FakeModel):
 def studio_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny test model with a 2048-token context (RoPE: only the config limit changes), so the built-in
     templates' few-shot prompts fit; its 64-token training context would refuse them."""
-    out = tmp_path_factory.mktemp("studio-model") / "model"
-    shutil.copytree(tiny_model_dir, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["max_position_embeddings"] = 2048
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
+    return with_window(tiny_model_dir, tmp_path_factory.mktemp("studio-model") / "model", 2048)
 
 
 @pytest.fixture(scope="session")
