@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import torch
 from reference import engine_greedy_together, hf_greedy
 
 from kollm.serve.config import EngineConfig
@@ -146,3 +147,16 @@ def test_finish_reasons_and_stop_strings(engine):
         steps = list(engine.generate(ids, SamplingParams(max_tokens=20, temperature=0, stop=[stop],
                                                          ignore_eos=True)))
         assert steps[-1].reason == "stop" and stop not in "".join(s.text for s in steps)
+
+
+def test_blocked_argmax_is_torch_argmax_ties_and_nan_included():
+    from kollm.serve.sampling import argmax_rows
+
+    torch.manual_seed(0)
+    for rows, vocab in ((1, 4096), (5, 262144), (3, 1000)):  # 1000: not a multiple of the block, plain argmax
+        x = torch.randn(rows, vocab)
+        assert torch.equal(argmax_rows(x), x.argmax(-1))
+        x[:, 7] = x[:, vocab - 3] = 100.0  # a tie across blocks: the first index wins
+        assert torch.equal(argmax_rows(x), x.argmax(-1))
+        x[0, vocab // 2] = float("nan")
+        assert torch.equal(argmax_rows(x), x.argmax(-1))

@@ -1,6 +1,7 @@
-"""The engine on each model family it claims (Llama, Qwen2, Qwen3, Gemma 3): small random models built from
-transformers' own configs, with the tiny kollm tokenizer. Batched, chunked, continuous decoding must give each
-request exactly what transformers' generate gives it alone, past Gemma 3's sliding window too."""
+"""The engine on each model family it claims (Llama, Qwen2, Qwen3, Gemma 3, which run through the engine's own
+forward) and on one it does not know (Phi-3, which runs through transformers' forward): small random models
+built from transformers' own configs, with the tiny kollm tokenizer. Batched, chunked, continuous decoding must
+give each request exactly what transformers' generate gives it alone, past Gemma 3's sliding window too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kollm.serve.engine import Engine
 
 
 def _config(family: str, vocab: int) -> object:
-    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
+    from transformers import Gemma3TextConfig, LlamaConfig, Phi3Config, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3)
@@ -21,6 +22,8 @@ def _config(family: str, vocab: int) -> object:
         return LlamaConfig(**common)
     if family == "qwen2":
         return Qwen2Config(**common)
+    if family == "phi3":
+        return Phi3Config(**common, pad_token_id=0)
     if family == "qwen3":
         return Qwen3Config(**common, head_dim=16)
     # Gemma 3: a 24-token sliding window on every other layer, so the prompts below run past it
@@ -28,7 +31,7 @@ def _config(family: str, vocab: int) -> object:
                             layer_types=["sliding_attention", "full_attention"] * 2)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma3"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma3", "phi3"])
 def family_engine(request, tiny_tokenizer, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,8 +39,14 @@ def family_engine(request, tiny_tokenizer, tmp_path_factory):
     tiny_tokenizer.save_pretrained(out)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_config(request.param, len(AutoTokenizer.from_pretrained(out))))
+    if request.param == "qwen2":  # q/k/v biases that are not zero, so fusing them is tested too
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.data.normal_(0, 0.3)
     model.save_pretrained(out)
-    return Engine.load(out, config=EngineConfig(max_num_seqs=3, prefill_chunk=16))
+    engine = Engine.load(out, config=EngineConfig(max_num_seqs=3, prefill_chunk=16))
+    assert (engine.forward is None) == (request.param == "phi3")  # which forward runs is the point
+    return engine
 
 
 def test_every_family_decodes_in_a_batch_as_alone(family_engine):

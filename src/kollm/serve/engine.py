@@ -12,8 +12,9 @@ One thread, the step loop, owns the model. Each step it
      starts like an earlier one, and running identical prompts (`n > 1`) once;
   3. runs one decode forward over every running request (one new token each) and samples each row with its own
      seeded generator.
-The model is the transformers model itself (its own attention, RoPE and norms: every family transformers
-supports); kollm gives it the positions, the attention masks and a cache of fixed slots (`kv.py`).
+For Llama, Qwen2, Qwen3 and Gemma 3 the forward is the engine's own (`forward.py`: fused GEMMs on the model's
+weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward, which kollm gives
+the positions, the attention masks and the cache. Both write to the same cache of fixed slots (`kv.py`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from kollm.errors import KollmError
 from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.config import EngineConfig
 from kollm.serve.detok import TextStream
+from kollm.serve.forward import Forward
 from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
 from kollm.serve.packed import pack_linears
-from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
+from kollm.serve.sampling import SamplingParams, argmax_rows, is_plain_greedy, next_token
 from kollm.serve.structured import Constraint, Grammars
 from kollm.serve.utf8 import Utf8Guard
 
@@ -121,7 +123,11 @@ class Engine:
         self.cfg = config or EngineConfig()
         self.mask_pii = mask_pii  # outputs pass the data stage's PII masker before they leave (`--mask-pii`)
         self.device = next(model.parameters()).device  # load_hf_causal_lm placed it by kollm.runtime
-        pack_linears(model)  # float32 on an x86 CPU: MKL-packed weights, ~2x the batched decode (serve/packed.py)
+        # the engine's own forward where it knows the family (serve/forward.py), else transformers' with
+        # MKL-packed weights (float32 on an x86 CPU: ~2x the batched decode, serve/packed.py)
+        self.forward = Forward.build(model)
+        if self.forward is None:
+            pack_linears(model)
         mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.max_len = int(getattr(mc, "max_position_embeddings", 2048) or 2048)
         self.vocab = int(mc.vocab_size) if hasattr(mc, "vocab_size") else len(tokenizer)
@@ -408,13 +414,17 @@ class Engine:
             last.append(len(ids) - 1)
         dev = self.device
         self.stats["prefill_tokens"] += len(ids)
-        q, k = torch.tensor(qpos, device=dev), torch.tensor(kpos, device=dev)
-        same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
+        q, rows = torch.tensor(qpos, device=dev), torch.tensor(last, device=dev)
         self.cache.plan = Prefill(segs)
         self.cache.reserve(D + len(self.prefilling), max(s + n for _, s, n in segs) + 1)
-        logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
-                            attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
-                            logits_to_keep=torch.tensor(last, device=dev)).logits[0].float()
+        if self.forward is not None:
+            logits = self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache, rows)
+        else:
+            k = torch.tensor(kpos, device=dev)
+            same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
+            logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
+                                attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
+                                logits_to_keep=rows).logits[0].float()
         finished = []
         for j, (_, start, n) in enumerate(segs):
             r = self.prefilling[j]
@@ -446,10 +456,14 @@ class Engine:
         length = int(pos.max()) + 1
         self.cache.reserve(len(self.decoding) + len(self.prefilling), length)
         self.cache.plan = Decode(pos, length)
-        k = torch.arange(length, device=dev)
-        logits = self.model(input_ids=torch.tensor([[r.pending] for r in rows], device=dev), position_ids=pos[:, None],
-                            attention_mask=self._masks(pos[:, None], k[None].expand(len(rows), -1), None),
-                            cache=self.cache, use_cache=True).logits[:, -1].float()
+        tokens = torch.tensor([r.pending for r in rows], device=dev)
+        if self.forward is not None:
+            logits = self.forward(tokens, pos, self.cache.plan, self.cache)
+        else:
+            k = torch.arange(length, device=dev)
+            logits = self.model(input_ids=tokens[:, None], position_ids=pos[:, None],
+                                attention_mask=self._masks(pos[:, None], k[None].expand(len(rows), -1), None),
+                                cache=self.cache, use_cache=True).logits[:, -1].float()
         for r in rows:
             r.length += 1
         self._sample_rows(rows, logits)
@@ -457,7 +471,7 @@ class Engine:
     def _sample_rows(self, rows: list[_Request], logits: torch.Tensor) -> None:
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
         # masking first would change nothing but cost a pass over rows x vocabulary.
-        best = logits.argmax(dim=-1).tolist()
+        best = argmax_rows(logits).tolist()
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
             r = rows[i]
             ok = r.constraint is None and not self.utf8.blocked[r.owed, best[i]]

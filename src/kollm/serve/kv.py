@@ -112,6 +112,16 @@ class SlotCache:
             k[slot, :, :n] = ks[:, :n]
             v[slot, :, :n] = vs[:, :n]
 
+    def layer(self, i: int, heads: int, dim: int, dtype: torch.dtype, device: torch.device,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's K and V, [slots, heads, capacity, dim]; allocated when the layer first runs (only then are
+        its heads and head size known)."""
+        if self.k[i] is None:
+            shape = (self.slots, heads, self.capacity, dim)
+            self.k[i] = torch.zeros(shape, dtype=dtype, device=device)
+            self.v[i] = torch.zeros(shape, dtype=dtype, device=device)
+        return self.k[i], self.v[i]
+
     def nbytes(self) -> int:
         return sum(k.numel() * k.element_size() * 2 for k, _ in self._layers())
 
@@ -120,11 +130,7 @@ class SlotCache:
         return [(k, v) for k, v in zip(self.k, self.v, strict=True) if k is not None]
 
     def _layer(self, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k[i] is None:  # heads and head size are known only once the layer runs
-            shape = (self.slots, like.shape[1], self.capacity, like.shape[3])
-            self.k[i] = torch.zeros(shape, dtype=like.dtype, device=like.device)
-            self.v[i] = torch.zeros(shape, dtype=like.dtype, device=like.device)
-        return self.k[i], self.v[i]
+        return self.layer(i, like.shape[1], like.shape[3], like.dtype, like.device)
 
     def _grow(self, t: torch.Tensor) -> torch.Tensor:
         if t.shape[0] >= self.slots and t.shape[2] >= self.capacity:

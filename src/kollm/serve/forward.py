@@ -1,0 +1,217 @@
+"""The engine's own forward pass for the families it serves most: Llama, Qwen2, Qwen3 (kollm's checkpoints) and
+Gemma 3. Any other model runs through transformers' forward (kv.py's cache, engine.py's masks).
+
+Why: transformers' forward is general, and a decode step pays for it in Python. Measured here (2 cores, one
+decode step, one stream): the kollm speedrun checkpoint (3 layers) 2.7 ms in transformers, most of it Python
+and ~60 small ops per layer. This forward uses the same weights and transformers' own rotary and activation
+modules, but
+  - runs q/k/v as one GEMM and gate/up as one GEMM (MKL-packed, packed.py), on views of the same memory;
+  - normalises q and k together and rotates them together;
+  - writes K/V straight into the slot cache and attends over a view of it: a decode step attends each query
+    head group as a block (no repeated K/V for grouped-query attention), a packed prefill runs one attention per
+    prompt chunk (no mask across prompts).
+Tests compare it token for token with transformers' `generate` for each family (tests/serve/test_serve_families.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kollm.serve.kv import Decode, Prefill, SlotCache
+from kollm.serve.packed import HINTS, PREFILL, PackedLinear
+
+LAYER_HINTS = HINTS | PREFILL  # layer weights also serve full prefill chunks
+HEAD_HINTS = {1: 1} | HINTS  # the head runs on a few rows only; one stream's 262k-row head: 32 -> 24 ms packed for 1
+FAMILIES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM"}
+
+
+@dataclass
+class _Layer:
+    norm_attn: torch.Tensor  # RMSNorm weights, Gemma's (1 + w) folded in
+    norm_mlp: torch.Tensor
+    post_attn: torch.Tensor | None  # Gemma 3's sandwich norms
+    post_mlp: torch.Tensor | None
+    qk_norm: torch.Tensor | None  # [heads + kv_heads, head_dim]: q_norm for the query heads, k_norm for the rest
+    qkv: PackedLinear
+    o: PackedLinear
+    gate_up: PackedLinear
+    down: PackedLinear
+    act: nn.Module
+    scale: float
+    window: int  # 0: full attention
+    rope: str  # which rotary table (Gemma 3 has one per layer type)
+
+
+class Forward:
+    @classmethod
+    def build(cls, model: nn.Module) -> Forward | None:
+        """The lean forward for `model`, or None when it is not a family (or a variant) this file covers."""
+        cfg = model.config
+        if type(model).__name__ not in FAMILIES or getattr(cfg, "attn_logit_softcapping", None):
+            return None
+        return cls(model)
+
+    def __init__(self, model: nn.Module) -> None:
+        inner = model.model
+        cfg = model.config
+        self.embed, self.rotary = inner.embed_tokens, inner.rotary_emb
+        self.gemma = cfg.model_type.startswith("gemma")
+        self.eps = float(cfg.rms_norm_eps)
+        self.heads, self.kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.by_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
+        self.layers = [self._layer(layer) for layer in inner.layers]
+        self.norm = self._norm_weight(inner.norm)
+        self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias, HEAD_HINTS)
+        self.softcap = float(getattr(cfg, "final_logit_softcapping", None) or 0)
+
+    def _norm_weight(self, norm: nn.Module) -> torch.Tensor:
+        w = norm.weight.detach().float()
+        return 1.0 + w if self.gemma else w
+
+    def _layer(self, layer: nn.Module) -> _Layer:
+        a, m = layer.self_attn, layer.mlp
+        qk = None
+        if hasattr(a, "q_norm"):
+            qk = torch.cat([self._norm_weight(a.q_norm)[None].expand(self.heads, -1),
+                            self._norm_weight(a.k_norm)[None].expand(self.kv_heads, -1)])
+        return _Layer(
+            norm_attn=self._norm_weight(layer.input_layernorm),
+            norm_mlp=self._norm_weight(layer.pre_feedforward_layernorm if self.gemma
+                                       else layer.post_attention_layernorm),
+            post_attn=self._norm_weight(layer.post_attention_layernorm) if self.gemma else None,
+            post_mlp=self._norm_weight(layer.post_feedforward_layernorm) if self.gemma else None,
+            qk_norm=qk, qkv=_fuse(a.q_proj, a.k_proj, a.v_proj), o=_packed(a.o_proj),
+            gate_up=_fuse(m.gate_proj, m.up_proj), down=_packed(m.down_proj),
+            act=m.act_fn, scale=float(a.scaling), window=int(getattr(a, "sliding_window", None) or 0),
+            rope=getattr(a, "layer_type", None) or "full_attention")
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if w.dim() == 1:
+            return F.rms_norm(x.float(), (x.shape[-1],), w, self.eps).to(x.dtype)
+        return (F.rms_norm(x.float(), (x.shape[-1],), None, self.eps) * w).to(x.dtype)  # per-head weights
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, plan: Decode | Prefill, cache: SlotCache,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [R, vocab] (float32) for tokens `ids` [T] at positions `pos` [T]: every token of a decode
+        step, or the rows `rows` of a packed prefill. K/V of all T tokens go into `cache` as `plan` says."""
+        h = self.embed(ids)  # [T, hidden]
+        tables = {}
+        for layer in self.layers:
+            if layer.rope not in tables:
+                args = (layer.rope,) if self.by_type else ()
+                cos, sin = self.rotary(h[None], pos[None], *args)
+                tables[layer.rope] = (cos[0, :, None], sin[0, :, None])  # [T, 1, head_dim]
+        masks = _Masks(plan, pos)
+        H, KV, d = self.heads, self.kv_heads, self.head_dim
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer.norm_attn)
+            qkv = layer.qkv.forward(x)
+            qk = qkv[:, :(H + KV) * d].view(-1, H + KV, d)
+            if layer.qk_norm is not None:
+                qk = self._rms(qk, layer.qk_norm)
+            cos, sin = tables[layer.rope]
+            half = d // 2
+            qk = torch.addcmul(qk * cos, torch.cat([-qk[..., half:], qk[..., :half]], dim=-1), sin)
+            q, k = qk[:, :H], qk[:, H:]
+            v = qkv[:, (H + KV) * d:].view(-1, KV, d)
+            kc, vc = cache.layer(i, KV, d, h.dtype, h.device)
+            attn = _attend(q, k, v, kc, vc, plan, masks, layer)  # [T, H * d]
+            y = layer.o.forward(attn)
+            if layer.post_attn is not None:
+                y = self._rms(y, layer.post_attn)
+            h = h + y
+            gu = layer.gate_up.forward(self._rms(h, layer.norm_mlp))
+            n = gu.shape[-1] // 2
+            y = layer.down.forward(layer.act(gu[:, :n]) * gu[:, n:])
+            if layer.post_mlp is not None:
+                y = self._rms(y, layer.post_mlp)
+            h = h + y
+        if rows is not None:
+            h = h[rows]
+        logits = self.head.forward(self._rms(h, self.norm)).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def _fuse(*linears: nn.Linear) -> PackedLinear:
+    """One GEMM for several projections of the same input. The transformers modules keep working (prompt
+    scoring runs through them): their weights become views of the fused one, so memory is not doubled."""
+    weight = torch.cat([m.weight.detach() for m in linears])
+    bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
+    at = 0
+    for m in linears:
+        n = m.weight.shape[0]
+        m.weight = nn.Parameter(weight[at:at + n], requires_grad=False)
+        if bias is not None:
+            m.bias = nn.Parameter(bias[at:at + n], requires_grad=False)
+        at += n
+    return PackedLinear(weight, bias, LAYER_HINTS)
+
+
+def _packed(linear: nn.Linear) -> PackedLinear:
+    return PackedLinear(linear.weight, linear.bias, LAYER_HINTS)
+
+
+class _Masks:
+    """Boolean attention masks, built once per forward and shared by the layers with the same window."""
+
+    def __init__(self, plan: Decode | Prefill, pos: torch.Tensor) -> None:
+        self.plan, self.pos = plan, pos
+        self.cache: dict = {}
+
+    def decode(self, window: int) -> tuple[int, torch.Tensor]:
+        """(first key position to attend, mask [B, 1, 1, keys]) for a decode step."""
+        if window not in self.cache:
+            pos, length = self.plan.pos, self.plan.length
+            lo = max(0, int(pos.min()) - window + 1) if window else 0
+            k = torch.arange(lo, length, device=pos.device)
+            ok = k[None] <= pos[:, None]
+            if window:
+                ok &= pos[:, None] - k[None] < window
+            self.cache[window] = (lo, ok[:, None, None])
+        return self.cache[window]
+
+    def chunk(self, start: int, n: int, window: int) -> torch.Tensor | None:
+        """Mask [n, start + n] for a prompt chunk at positions start..start+n-1; None where plain causal."""
+        if start == 0 and (not window or n <= window):
+            return None
+        q = torch.arange(start, start + n, device=self.pos.device)[:, None]
+        k = torch.arange(start + n, device=self.pos.device)[None]
+        ok = k <= q
+        if window:
+            ok &= q - k < window
+        return ok
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+            plan: Decode | Prefill, masks: _Masks, layer: _Layer) -> torch.Tensor:
+    H, KV, d = q.shape[1], k.shape[1], q.shape[2]
+    if isinstance(plan, Decode):
+        B = q.shape[0]
+        slots = torch.arange(B, device=q.device)
+        kc[slots, :, plan.pos] = k
+        vc[slots, :, plan.pos] = v
+        lo, mask = masks.decode(layer.window)
+        # one query per row: the g = H / KV query heads that share a K/V head attend as a block of g queries
+        out = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, d), kc[:B, :, lo:plan.length],
+                                             vc[:B, :, lo:plan.length], attn_mask=mask, scale=layer.scale)
+        return out.reshape(B, H * d)
+    outs, at = [], 0
+    for slot, start, n in plan.segments:
+        kc[slot, :, start:start + n] = k[at:at + n].transpose(0, 1)
+        vc[slot, :, start:start + n] = v[at:at + n].transpose(0, 1)
+        mask = masks.chunk(start, n, layer.window)
+        out = F.scaled_dot_product_attention(
+            q[at:at + n].transpose(0, 1)[None], kc[slot:slot + 1, :, :start + n], vc[slot:slot + 1, :, :start + n],
+            attn_mask=mask, is_causal=mask is None, scale=layer.scale, enable_gqa=H != KV)
+        outs.append(out[0].transpose(0, 1).reshape(n, H * d))
+        at += n
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
