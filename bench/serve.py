@@ -15,6 +15,9 @@ Columns: single-stream decode tok/s and TTFT, inter-token latency p50/p99 (one s
 client count (each client one request of --tokens greedy tokens, EOS ignored, 16 Korean prompts), and TTFT of a
 ~1,000-token few-shot prefix request, uncached (first) and cached (the same prefix, another question).
 --soak S: 64 clients for S seconds against kollm, errors and the server's RSS at start and end.
+--rounds R: afterwards, kollm and vLLM (and llama.cpp) run side by side, all started at once, and each client
+count is measured R times, alternating engines: this shared machine's speed drifts by +-30% over minutes, so a
+ratio from two measurements seconds apart, repeated, is what to trust; it prints medians and the median ratio.
 """
 
 from __future__ import annotations
@@ -234,6 +237,39 @@ def soak(server: Server, seconds: float, n: int) -> dict:
     return asyncio.run(run())
 
 
+def interleaved(servers: list[Server], clients: list[int], n: int, rounds: int) -> None:
+    """Aggregate tok/s at each client count, engines alternating, `rounds` times; medians and median ratios."""
+    async def agg(server: Server, c: httpx.AsyncClient, cl: int) -> float:
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(server.one(c, f"{PROMPTS[i % len(PROMPTS)]} ({i})", n) for i in range(cl)))
+        return sum(k for k, _ in res) / (time.perf_counter() - t0)
+
+    async def run() -> dict:
+        got: dict = {}
+        async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_connections=128)) as c:
+            for s in servers:
+                await s.one(c, PROMPTS[0], n)  # warm-up
+            for r in range(rounds):
+                for cl in clients:
+                    order = servers if r % 2 == 0 else servers[::-1]  # neither engine always goes first
+                    for s in order:
+                        got.setdefault((s.name, cl), []).append(await agg(s, c, cl))
+        return got
+
+    got = asyncio.run(run())
+    print(f"\ninterleaved, {rounds} rounds, aggregate tok/s (median; each round's engines seconds apart)\n")
+    print(f"| {'engine':<40} | " + " | ".join(f"{cl:>4} clients" for cl in clients) + " |")
+    print("|" + "-" * 42 + "|" + "|".join("-" * 14 for _ in clients) + "|")
+    for s in servers:
+        print(f"| {s.name:<40} | " + " | ".join(f"{statistics.median(got[s.name, cl]):12.1f}" for cl in clients)
+              + " |")
+    for s in servers[1:]:
+        ratios = [statistics.median([a / b for a, b in zip(got[servers[0].name, cl], got[s.name, cl], strict=True)])
+                  for cl in clients]
+        print(f"{servers[0].name} / {s.name}, median of per-round ratios: "
+              + ", ".join(f"{cl} clients {x:.2f}x" for cl, x in zip(clients, ratios, strict=True)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="kollm serve vs HF generate, transformers CB, llama.cpp, vLLM")
     ap.add_argument("--model", required=True, help="HF model folder (the same weights for every engine)")
@@ -243,6 +279,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of 64 clients against kollm (0: no soak)")
+    ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds of kollm vs the HTTP peers (0: none)")
     args = ap.parse_args()
     clients = [int(x) for x in args.clients.split(",")]
     engines = args.engines.split(",")
@@ -302,6 +339,19 @@ def main() -> None:
         s = k["soak"]
         print(f"soak: 64 clients x {args.soak:.0f} s: {s['requests']} requests, {s['errors']} errors, "
               f"RSS {s['rss_start']:.0f} -> {s['rss_end']:.0f} MB")
+    if args.rounds:
+        servers = [start_kollm(args.model)]
+        if args.vllm and "vllm" in engines:
+            servers.append(start_vllm(args.vllm, args.model))
+        if args.gguf and "llamacpp" in engines:
+            servers.append(start_llamacpp(args.gguf, max(clients)))
+        try:
+            for server in servers:
+                server.wait()
+            interleaved(servers, clients, args.tokens, args.rounds)
+        finally:
+            for server in servers:
+                server.stop()
 
 
 if __name__ == "__main__":

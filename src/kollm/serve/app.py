@@ -511,7 +511,7 @@ def run_server(cfg: ServeConfig) -> None:
 
     def load() -> Engine:
         engine = Engine.load(cfg.model, cfg.chat_template or None, cfg.engine(), cfg.mask_pii)
-        print(f"kollm: {engine.name} loaded; serving at http://{host}:{port}/v1", flush=True)
+        print(f"kollm: {engine.name} loaded ({engine.summary()}); serving at http://{host}:{port}/v1", flush=True)
         return engine
 
     guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,17 @@ class Engine:
                 raise KollmError(f"chat template {p} does not exist; pass a Jinja file to --chat-template")
             template = p.read_text(encoding="utf-8")
         return cls(model, tokenizer, path.name, template, config, mask_pii)
+
+    def summary(self) -> str:
+        """Which forward runs and the memory it took, for the server's start-up line (the MKL-packed copies of
+        the weights are most of it beyond the weights themselves)."""
+        runs = "kollm's forward" if self.forward is not None else "transformers' forward"
+        try:
+            import resource  # Unix only
+        except ImportError:
+            return f"{type(self.model).__name__} on {self.device}, {runs}"
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
+        return f"{type(self.model).__name__} on {self.device}, {runs}, peak memory {peak:.1f} GiB"
 
     # ---- prompts ---------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
