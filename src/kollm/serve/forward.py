@@ -26,7 +26,7 @@ from kollm.serve.kv import Decode, Prefill, SlotCache
 from kollm.serve.packed import HINTS, PREFILL, PackedLinear
 
 LAYER_HINTS = HINTS | PREFILL  # layer weights also serve full prefill chunks
-HEAD_HINTS = HINTS  # one row packed for one measured 32 -> 24 ms alone, but the served single stream fell 13.6 -> 9.6 tok/s: off
+HEAD_HINTS = HINTS  # packing for 1 row: 32 -> 24 ms alone, but served single stream fell 13.6 -> 9.6 tok/s
 FAMILIES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM"}
 
 
