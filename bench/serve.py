@@ -15,9 +15,10 @@ Columns: single-stream decode tok/s and TTFT, inter-token latency p50/p99 (one s
 client count (each client one request of --tokens greedy tokens, EOS ignored, 16 Korean prompts), and TTFT of a
 ~1,000-token few-shot prefix request, uncached (first) and cached (the same prefix, another question).
 --soak S: 64 clients for S seconds against kollm, errors and the server's RSS at start and end.
---rounds R: afterwards, kollm and vLLM (and llama.cpp) run side by side, all started at once, and each client
-count is measured R times, alternating engines: this shared machine's speed drifts by +-30% over minutes, so a
-ratio from two measurements seconds apart, repeated, is what to trust; it prints medians and the median ratio.
+--rounds R: afterwards, kollm, vLLM, llama.cpp and transformers generate (those in --engines) run side by side,
+all loaded at once, and one stream and each client count are measured R times, alternating engines: this shared
+machine's speed drifts by +-30% over minutes, so a ratio from measurements seconds apart, repeated, is what to
+trust; it prints medians and the median per-round ratio.
 """
 
 from __future__ import annotations
@@ -174,44 +175,60 @@ def start_llamacpp(gguf: str, slots: int) -> Server:
 
 
 # ---- in-process transformers ---------------------------------------------------------------------------------
-def measure_hf(model_dir: str, prompts: list[str], clients: list[int], n: int, prefix: str, cb: bool) -> dict:
-    import torch
+class HFGenerate:
+    """transformers' `generate` (or its continuous batching, `cb`) in this process, on padded batches."""
 
-    from kollm.model.hf import load_hf_causal_lm
+    def __init__(self, model_dir: str, cb: bool = False) -> None:
+        from kollm.model.hf import load_hf_causal_lm
 
-    model, tok = load_hf_causal_lm(model_dir)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+        self.model, self.tok = load_hf_causal_lm(model_dir)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.cb = cb
+        self.name = "transformers generate (fp32)" if not cb else "transformers generate_batch CB (fp32)"
 
-    def gen(texts: list[str], k: int) -> int:
+    def gen(self, texts: list[str], k: int) -> int:
+        import torch
+
+        tok = self.tok
         ids = [[tok.bos_token_id, *tok.encode(t, add_special_tokens=False)] for t in texts]
-        if cb:
+        if self.cb:
             from transformers import GenerationConfig
 
             cfg = GenerationConfig(max_new_tokens=k, do_sample=False, eos_token_id=-1, pad_token_id=tok.pad_token_id)
-            res = model.generate_batch(inputs=ids, generation_config=cfg, progress_bar=False)
+            res = self.model.generate_batch(inputs=ids, generation_config=cfg, progress_bar=False)
             return sum(len(r.generated_tokens) for r in res.values())
         batch = tok.pad({"input_ids": ids}, return_tensors="pt")
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=k, min_new_tokens=k, do_sample=False)
+            out = self.model.generate(**batch, max_new_tokens=k, min_new_tokens=k, do_sample=False)
         return (out.shape[1] - batch["input_ids"].shape[1]) * len(texts)
 
-    gen(prompts[:1], n)  # warm-up at full length: the first long generate also pays for the allocator's growth
-    out = {}
-    t0 = time.perf_counter()
-    gen(prompts[:1], 1)
-    out["ttft"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    k = gen(prompts[:1], n)
-    out["single"] = (k - 1) / (time.perf_counter() - t0 - out["ttft"])
-    for cl in clients:
+    def single(self, prompt: str, n: int) -> tuple[float, float]:
+        """(TTFT, decode tok/s after the first token) of one stream."""
         t0 = time.perf_counter()
-        k = gen([f"{prompts[i % len(prompts)]} ({i})" for i in range(cl)], n)
-        out[f"c{cl}"] = k / (time.perf_counter() - t0)
+        self.gen([prompt], 1)
+        ttft = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        k = self.gen([prompt], n)
+        return ttft, (k - 1) / (time.perf_counter() - t0 - ttft)
+
+    def agg(self, cl: int, n: int) -> float:
+        t0 = time.perf_counter()
+        k = self.gen([f"{PROMPTS[i % len(PROMPTS)]} ({i})" for i in range(cl)], n)
+        return k / (time.perf_counter() - t0)
+
+
+def measure_hf(model_dir: str, prompts: list[str], clients: list[int], n: int, prefix: str, cb: bool) -> dict:
+    hf = HFGenerate(model_dir, cb)
+    hf.gen(prompts[:1], n)  # warm-up at full length: the first long generate also pays for the allocator's growth
+    out = {}
+    out["ttft"], out["single"] = hf.single(prompts[0], n)
+    for cl in clients:
+        out[f"c{cl}"] = hf.agg(cl, n)
     for key, q in (("prefix_cold", "화면이 밝고 선명해요."), ("prefix_warm", "소음이 커서 아쉬워요.")):
         t0 = time.perf_counter()
-        gen([prefix + f"리뷰: {q}\n요약:"], 1)
+        hf.gen([prefix + f"리뷰: {q}\n요약:"], 1)
         out[key] = time.perf_counter() - t0
     return out
 
@@ -237,37 +254,50 @@ def soak(server: Server, seconds: float, n: int) -> dict:
     return asyncio.run(run())
 
 
-def interleaved(servers: list[Server], clients: list[int], n: int, rounds: int) -> None:
-    """Aggregate tok/s at each client count, engines alternating, `rounds` times; medians and median ratios."""
-    async def agg(server: Server, c: httpx.AsyncClient, cl: int) -> float:
+def interleaved(engines: list, clients: list[int], n: int, rounds: int) -> None:
+    """One stream's decode tok/s and aggregate tok/s at each client count, engines alternating (kollm first in
+    the list, then HTTP servers and/or an in-process HFGenerate), `rounds` times; medians and median ratios."""
+    async def single(e: object, c: httpx.AsyncClient) -> float:
+        if isinstance(e, HFGenerate):
+            return e.single(PROMPTS[0], n)[1]
+        k, times = await e.one(c, PROMPTS[0], n, stream=True)
+        return (k - 1) / (times[-1] - times[0])
+
+    async def agg(e: object, c: httpx.AsyncClient, cl: int) -> float:
+        if isinstance(e, HFGenerate):
+            return e.agg(cl, n)
         t0 = time.perf_counter()
-        res = await asyncio.gather(*(server.one(c, f"{PROMPTS[i % len(PROMPTS)]} ({i})", n) for i in range(cl)))
+        res = await asyncio.gather(*(e.one(c, f"{PROMPTS[i % len(PROMPTS)]} ({i})", n) for i in range(cl)))
         return sum(k for k, _ in res) / (time.perf_counter() - t0)
+
+    cols = ["1 stream", *[f"{cl} clients" for cl in clients]]
 
     async def run() -> dict:
         got: dict = {}
         async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_connections=128)) as c:
-            for s in servers:
-                await s.one(c, PROMPTS[0], n)  # warm-up
+            for e in engines:  # warm-up at full length
+                e.gen(PROMPTS[:1], n) if isinstance(e, HFGenerate) else await e.one(c, PROMPTS[0], n)
             for r in range(rounds):
-                for cl in clients:
-                    order = servers if r % 2 == 0 else servers[::-1]  # neither engine always goes first
-                    for s in order:
-                        got.setdefault((s.name, cl), []).append(await agg(s, c, cl))
+                order = engines if r % 2 == 0 else engines[::-1]  # neither engine always goes first
+                for col in cols:
+                    for e in order:
+                        v = await single(e, c) if col == "1 stream" else await agg(e, c, int(col.split()[0]))
+                        got.setdefault((e.name, col), []).append(v)
+                print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
         return got
 
     got = asyncio.run(run())
-    print(f"\ninterleaved, {rounds} rounds, aggregate tok/s (median; each round's engines seconds apart)\n")
-    print(f"| {'engine':<40} | " + " | ".join(f"{cl:>4} clients" for cl in clients) + " |")
-    print("|" + "-" * 42 + "|" + "|".join("-" * 14 for _ in clients) + "|")
-    for s in servers:
-        print(f"| {s.name:<40} | " + " | ".join(f"{statistics.median(got[s.name, cl]):12.1f}" for cl in clients)
+    print(f"\ninterleaved, {rounds} rounds, tok/s (median; in each round the engines run seconds apart)\n")
+    print(f"| {'engine':<40} | " + " | ".join(f"{col:>10}" for col in cols) + " |")
+    print("|" + "-" * 42 + "|" + "|".join("-" * 12 for _ in cols) + "|")
+    for e in engines:
+        print(f"| {e.name:<40} | " + " | ".join(f"{statistics.median(got[e.name, col]):10.1f}" for col in cols)
               + " |")
-    for s in servers[1:]:
-        ratios = [statistics.median([a / b for a, b in zip(got[servers[0].name, cl], got[s.name, cl], strict=True)])
-                  for cl in clients]
-        print(f"{servers[0].name} / {s.name}, median of per-round ratios: "
-              + ", ".join(f"{cl} clients {x:.2f}x" for cl, x in zip(clients, ratios, strict=True)))
+    for e in engines[1:]:
+        ratios = [statistics.median([a / b for a, b in zip(got[engines[0].name, col], got[e.name, col],
+                                                               strict=True)]) for col in cols]
+        print(f"{engines[0].name} / {e.name}, median of per-round ratios: "
+              + ", ".join(f"{col} {x:.2f}x" for col, x in zip(cols, ratios, strict=True)))
 
 
 def main() -> None:
@@ -348,7 +378,8 @@ def main() -> None:
         try:
             for server in servers:
                 server.wait()
-            interleaved(servers, clients, args.tokens, args.rounds)
+            peers = [HFGenerate(args.model)] if "hf" in engines else []
+            interleaved(servers + peers, clients, args.tokens, args.rounds)
         finally:
             for server in servers:
                 server.stop()

@@ -35,7 +35,7 @@ from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.config import EngineConfig
 from kollm.serve.detok import TextStream
 from kollm.serve.forward import Forward
-from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache
+from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache, allowed, windows
 from kollm.serve.packed import pack_linears
 from kollm.serve.sampling import SamplingParams, argmax_rows, is_plain_greedy, next_token
 from kollm.serve.structured import Constraint, Grammars
@@ -142,8 +142,7 @@ class Engine:
         self.utf8 = Utf8Guard(tokenizer, self.vocab)  # valid UTF-8 by construction (serve/utf8.py)
         self.grammars = Grammars(tokenizer, self.vocab)  # response_format (serve/structured.py)
         # attention: sliding-window layers (Gemma 3) get their own mask; eager attention wants additive masks
-        types = list(getattr(mc, "layer_types", None) or [])
-        self.window = int(getattr(mc, "sliding_window", 0) or 0) if "sliding_attention" in types else 0
+        self.window = max(windows(mc), default=0)
         self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
         self.cache = SlotCache(int(mc.num_hidden_layers))
         self.prefixes = PrefixStore(self.cfg.prefix_cache_mb << 20)
@@ -397,12 +396,11 @@ class Engine:
     def _masks(self, qpos: torch.Tensor, kpos: torch.Tensor, same: torch.Tensor | None) -> object:
         """Attention masks [B, 1, Q, K] from query and key positions (and which query may see which key at all,
         for packed prompts): a dict per layer type when the model has sliding-window layers."""
-        allowed = kpos[..., None, :] <= qpos[..., :, None]
-        if same is not None:
-            allowed = allowed & same
-        masks = {"full_attention": allowed}
+        masks = {"full_attention": allowed(qpos, kpos)}
         if self.window:
-            masks["sliding_attention"] = allowed & (qpos[..., :, None] - kpos[..., None, :] < self.window)
+            masks["sliding_attention"] = allowed(qpos, kpos, self.window)
+        if same is not None:
+            masks = {k: m & same for k, m in masks.items()}
         for k, m in masks.items():
             m = m[:, None] if m.dim() == 3 else m[None, None]
             masks[k] = torch.zeros(m.shape, dtype=self.model.dtype).masked_fill(~m, float("-inf")) \

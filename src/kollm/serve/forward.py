@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kollm.serve.kv import Decode, Prefill, SlotCache
+from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
 from kollm.serve.packed import HINTS, PREFILL, PackedLinear
 
 LAYER_HINTS = HINTS | PREFILL  # layer weights also serve full prefill chunks
-HEAD_HINTS = HINTS  # packing for 1 row: 32 -> 24 ms alone, but served single stream fell 13.6 -> 9.6 tok/s
+# the head also packed for one row: alone 33 -> 25 ms, one served stream (in-process, 6 alternating rounds)
+# 12.5 -> 13.8 tok/s
+HEAD_HINTS = HINTS | {1: 1}
 FAMILIES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM"}
 
 
@@ -65,7 +67,7 @@ class Forward:
         self.heads, self.kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.by_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
-        self.layers = [self._layer(layer) for layer in inner.layers]
+        self.layers = [self._layer(layer, w) for layer, w in zip(inner.layers, windows(cfg), strict=True)]
         self.norm = self._norm_weight(inner.norm)
         self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias, HEAD_HINTS)
         self.softcap = float(getattr(cfg, "final_logit_softcapping", None) or 0)
@@ -74,7 +76,7 @@ class Forward:
         w = norm.weight.detach().float()
         return 1.0 + w if self.gemma else w
 
-    def _layer(self, layer: nn.Module) -> _Layer:
+    def _layer(self, layer: nn.Module, window: int) -> _Layer:
         a, m = layer.self_attn, layer.mlp
         qk = None
         if hasattr(a, "q_norm"):
@@ -88,13 +90,14 @@ class Forward:
             post_mlp=self._norm_weight(layer.post_feedforward_layernorm) if self.gemma else None,
             qk_norm=qk, qkv=_fuse(a.q_proj, a.k_proj, a.v_proj), o=_packed(a.o_proj),
             gate_up=_fuse(m.gate_proj, m.up_proj), down=_packed(m.down_proj),
-            act=m.act_fn, scale=float(a.scaling), window=int(getattr(a, "sliding_window", None) or 0),
+            act=m.act_fn, scale=float(a.scaling), window=window,
             rope=getattr(a, "layer_type", None) or "full_attention")
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if w.dim() == 1:
-            return F.rms_norm(x.float(), (x.shape[-1],), w, self.eps).to(x.dtype)
-        return (F.rms_norm(x.float(), (x.shape[-1],), None, self.eps) * w).to(x.dtype)  # per-head weights
+        y = x if x.dtype == torch.float32 else x.float()  # norms in float32, as transformers' do
+        y = F.rms_norm(y, (x.shape[-1],), w, self.eps) if w.dim() == 1 else \
+            F.rms_norm(y, (x.shape[-1],), None, self.eps) * w  # per-head weights
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor, plan: Decode | Prefill, cache: SlotCache,
@@ -107,6 +110,8 @@ class Forward:
             if layer.rope not in tables:
                 args = (layer.rope,) if self.by_type else ()
                 cos, sin = self.rotary(h[None], pos[None], *args)
+                half = sin.shape[-1] // 2  # rotate_half(x) * sin == flip(x) * (-sin[:half], sin[half:])
+                sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
                 tables[layer.rope] = (cos[0, :, None], sin[0, :, None])  # [T, 1, head_dim]
         masks = _Masks(plan, pos)
         H, KV, d = self.heads, self.kv_heads, self.head_dim
@@ -117,8 +122,7 @@ class Forward:
             if layer.qk_norm is not None:
                 qk = self._rms(qk, layer.qk_norm)
             cos, sin = tables[layer.rope]
-            half = d // 2
-            qk = torch.addcmul(qk * cos, torch.cat([-qk[..., half:], qk[..., :half]], dim=-1), sin)
+            qk = torch.addcmul(qk * cos, qk.unflatten(-1, (2, d // 2)).flip(-2).flatten(-2), sin)
             q, k = qk[:, :H], qk[:, H:]
             v = qkv[:, (H + KV) * d:].view(-1, KV, d)
             kc, vc = cache.layer(i, KV, d, h.dtype, h.device)
@@ -172,23 +176,16 @@ class _Masks:
         if window not in self.cache:
             pos, length = self.plan.pos, self.plan.length
             lo = max(0, int(pos.min()) - window + 1) if window else 0
-            k = torch.arange(lo, length, device=pos.device)
-            ok = k[None] <= pos[:, None]
-            if window:
-                ok &= pos[:, None] - k[None] < window
-            self.cache[window] = (lo, ok[:, None, None])
+            ok = allowed(pos[:, None], torch.arange(lo, length, device=pos.device)[None], window)
+            self.cache[window] = (lo, ok[:, None])
         return self.cache[window]
 
     def chunk(self, start: int, n: int, window: int) -> torch.Tensor | None:
         """Mask [n, start + n] for a prompt chunk at positions start..start+n-1; None where plain causal."""
         if start == 0 and (not window or n <= window):
             return None
-        q = torch.arange(start, start + n, device=self.pos.device)[:, None]
-        k = torch.arange(start + n, device=self.pos.device)[None]
-        ok = k <= q
-        if window:
-            ok &= q - k < window
-        return ok
+        dev = self.pos.device
+        return allowed(torch.arange(start, start + n, device=dev), torch.arange(start + n, device=dev), window)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,

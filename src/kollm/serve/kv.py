@@ -23,6 +23,24 @@ import torch
 _GROW = 256  # token capacity grows in steps of this many positions
 
 
+def windows(config: object) -> list[int]:
+    """Each layer's sliding attention window, 0 for full attention (Gemma 3 mixes both; so may Qwen2/3). The
+    one place both forwards (serve/forward.py and transformers' through engine.py's masks) learn it from."""
+    n = int(config.num_hidden_layers)
+    types = list(getattr(config, "layer_types", None) or ["full_attention"] * n)
+    window = int(getattr(config, "sliding_window", 0) or 0)
+    return [window if t == "sliding_attention" else 0 for t in types]
+
+
+def allowed(qpos: torch.Tensor, kpos: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """Which keys each query may attend, [..., Q, K] from positions [..., Q] and [..., K]: the earlier ones, and
+    with a sliding `window` only the last `window` of them (the query's own position included)."""
+    ok = kpos[..., None, :] <= qpos[..., :, None]
+    if window:
+        ok &= qpos[..., :, None] - kpos[..., None, :] < window
+    return ok
+
+
 @dataclass
 class Decode:
     """One new token for each of slots 0..B-1, written at `pos[b]`; attention over positions 0..length-1."""

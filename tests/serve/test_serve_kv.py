@@ -1,0 +1,35 @@
+"""The attention-mask rule and the per-layer windows both forwards share (serve/kv.py)."""
+
+from types import SimpleNamespace
+
+import torch
+
+from kollm.serve.kv import allowed, windows
+
+
+def test_allowed_is_causal_and_keeps_the_last_window_keys() -> None:
+    q, k = torch.arange(3, 8), torch.arange(8)
+    for window in (0, 1, 3):
+        got = allowed(q, k, window)
+        for i, qp in enumerate(q.tolist()):
+            for j, kp in enumerate(k.tolist()):
+                want = kp <= qp and (not window or qp - kp < window)
+                assert bool(got[i, j]) == want, (window, qp, kp)
+
+
+def test_allowed_broadcasts_over_rows() -> None:
+    pos = torch.tensor([2, 5])
+    got = allowed(pos[:, None], torch.arange(6)[None], 2)  # a decode step: one query per row
+    assert got.shape == (2, 1, 6)
+    assert got[0, 0].tolist() == [False, True, True, False, False, False]
+    assert got[1, 0].tolist() == [False, False, False, False, True, True]
+
+
+def test_windows_follow_the_layer_types() -> None:
+    gemma = SimpleNamespace(num_hidden_layers=3, sliding_window=512,
+                            layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    assert windows(gemma) == [512, 512, 0]
+    # a window in the config with no sliding layer (Qwen2 with use_sliding_window off) is not used
+    qwen = SimpleNamespace(num_hidden_layers=2, sliding_window=4096, layer_types=["full_attention"] * 2)
+    assert windows(qwen) == [0, 0]
+    assert windows(SimpleNamespace(num_hidden_layers=2)) == [0, 0]  # no layer_types at all (older configs)
