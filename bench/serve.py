@@ -119,27 +119,35 @@ class Server:
                         times.append(time.perf_counter() - t0)
         return len(times), times
 
-    def measure(self, prompts: list[str], clients: list[int], n: int, prefix: str) -> dict:
+    async def agg(self, c: httpx.AsyncClient, cl: int, n: int) -> float:
+        """Aggregate tok/s of `cl` clients, one request each (HFGenerate.agg over HTTP)."""
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(self.one(c, f"{PROMPTS[i % len(PROMPTS)]} ({i})", n) for i in range(cl)))
+        return sum(k for k, _ in res) / (time.perf_counter() - t0)
+
+    def measure(self, clients: list[int], n: int, prefix: str) -> dict:
         async def run() -> dict:
             out = {}
             async with httpx.AsyncClient(timeout=1800) as c:
-                await self.one(c, prompts[0], n)  # warm-up at full length
-                k, times = await self.one(c, prompts[0], n, stream=True)
+                await self.one(c, PROMPTS[0], n)  # warm-up at full length
+                k, times = await self.one(c, PROMPTS[0], n, stream=True)
                 gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
                 out["ttft"] = times[0]
-                out["single"] = (k - 1) / (times[-1] - times[0]) if k > 1 else 0.0
+                out["single"] = decode_rate(k, times)
                 out["itl50"], out["itl99"] = statistics.median(gaps), sorted(gaps)[int(0.99 * (len(gaps) - 1))]
                 for cl in clients:
-                    t0 = time.perf_counter()
-                    res = await asyncio.gather(*(self.one(c, f"{prompts[i % len(prompts)]} ({i})", n)
-                                                 for i in range(cl)))
-                    out[f"c{cl}"] = sum(k for k, _ in res) / (time.perf_counter() - t0)
+                    out[f"c{cl}"] = await self.agg(c, cl, n)
                 _, cold = await self.one(c, prefix + "리뷰: 화면이 밝고 선명해요.\n요약:", 1, stream=True)
                 _, warm = await self.one(c, prefix + "리뷰: 소음이 커서 아쉬워요.\n요약:", 1, stream=True)
                 out["prefix_cold"], out["prefix_warm"] = cold[0], warm[0]
             return out
 
         return asyncio.run(run())
+
+
+def decode_rate(k: int, times: list[float]) -> float:
+    """tok/s of a stream after its first token, from the arrival times of its k pieces."""
+    return (k - 1) / (times[-1] - times[0]) if k > 1 else 0.0
 
 
 def start_kollm(model: str) -> Server:
@@ -219,11 +227,11 @@ class HFGenerate:
         return k / (time.perf_counter() - t0)
 
 
-def measure_hf(model_dir: str, prompts: list[str], clients: list[int], n: int, prefix: str, cb: bool) -> dict:
+def measure_hf(model_dir: str, clients: list[int], n: int, prefix: str, cb: bool) -> dict:
     hf = HFGenerate(model_dir, cb)
-    hf.gen(prompts[:1], n)  # warm-up at full length: the first long generate also pays for the allocator's growth
+    hf.gen(PROMPTS[:1], n)  # warm-up at full length: the first long generate also pays for the allocator's growth
     out = {}
-    out["ttft"], out["single"] = hf.single(prompts[0], n)
+    out["ttft"], out["single"] = hf.single(PROMPTS[0], n)
     for cl in clients:
         out[f"c{cl}"] = hf.agg(cl, n)
     for key, q in (("prefix_cold", "화면이 밝고 선명해요."), ("prefix_warm", "소음이 커서 아쉬워요.")):
@@ -260,15 +268,10 @@ def interleaved(engines: list, clients: list[int], n: int, rounds: int) -> None:
     async def single(e: object, c: httpx.AsyncClient) -> float:
         if isinstance(e, HFGenerate):
             return e.single(PROMPTS[0], n)[1]
-        k, times = await e.one(c, PROMPTS[0], n, stream=True)
-        return (k - 1) / (times[-1] - times[0])
+        return decode_rate(*await e.one(c, PROMPTS[0], n, stream=True))
 
     async def agg(e: object, c: httpx.AsyncClient, cl: int) -> float:
-        if isinstance(e, HFGenerate):
-            return e.agg(cl, n)
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*(e.one(c, f"{PROMPTS[i % len(PROMPTS)]} ({i})", n) for i in range(cl)))
-        return sum(k for k, _ in res) / (time.perf_counter() - t0)
+        return e.agg(cl, n) if isinstance(e, HFGenerate) else await e.agg(c, cl, n)
 
     cols = ["1 stream", *[f"{cl} clients" for cl in clients]]
 
@@ -323,13 +326,13 @@ def main() -> None:
         try:
             if name in ("hf", "hf-cb"):
                 label = "transformers generate (fp32)" if name == "hf" else "transformers generate_batch CB (fp32)"
-                rows.append((label, measure_hf(args.model, PROMPTS, clients, args.tokens, prefix, name == "hf-cb")))
+                rows.append((label, measure_hf(args.model, clients, args.tokens, prefix, name == "hf-cb")))
             elif name == "kollm" or (name == "vllm" and args.vllm) or (name == "llamacpp" and args.gguf):
                 server = start_kollm(args.model) if name == "kollm" else start_vllm(args.vllm, args.model) \
                     if name == "vllm" else start_llamacpp(args.gguf, max(clients))
                 try:
                     server.wait()
-                    rows.append((server.name, server.measure(PROMPTS, clients, args.tokens, prefix)))
+                    rows.append((server.name, server.measure(clients, args.tokens, prefix)))
                     if name == "kollm" and args.soak:
                         rows[-1][1]["soak"] = soak(server, args.soak, args.tokens)
                 finally:
