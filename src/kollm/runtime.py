@@ -44,3 +44,23 @@ def check_compiler(device: torch.device) -> None:
     if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
         raise KollmError("compile = true needs a C++ compiler for torch.compile on CPU (none found: no g++, "
                          "clang++ or $CXX); install one (apt install g++) or set compile = false")
+
+
+def release_memory() -> None:
+    """Hand memory the process freed back to the OS (glibc's malloc_trim; elsewhere nothing). glibc keeps freed
+    heap pages, and a server's peak (a batch of long prompts, a big request body) would otherwise stay in its RSS:
+    measured on Gemma-3-270M, ~640 MB of the growth after a load test. Call it when idle: it takes milliseconds."""
+    global _trim
+    if _trim is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim: object = None

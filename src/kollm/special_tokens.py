@@ -23,6 +23,12 @@ PII_PLACEHOLDERS: tuple[str, ...] = (
     "<|brn|>",  # business registration number (사업자등록번호)
     "<|account|>",
 )
+# What people see in place of each (`kollm serve --mask-pii`, the Studio): the placeholders are tokens for models
+# to learn, these are words for readers. UNSURE stands in for a number too like personal data to show (cut short,
+# continuing a number the prompt began, or a long digit run no rule recognises).
+PII_LABELS: dict[str, str] = dict(zip(PII_PLACEHOLDERS, (
+    "[주민등록번호]", "[전화번호]", "[이메일]", "[카드번호]", "[사업자등록번호]", "[계좌번호]"), strict=True))
+UNSURE_PII_LABEL = "[개인정보]"
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHAT_TOKENS: tuple[str, ...] = (IM_START, IM_END)

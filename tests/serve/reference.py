@@ -39,3 +39,19 @@ def engine_greedy_together(engine: Engine, prompts: list[list[int]], ns: list[in
     for t in threads:
         t.join()
     return [got[i] for i in range(len(prompts))]
+
+
+def outside_strings(json_text: str) -> str:
+    """The characters of a JSON text (or a prefix of one) that are not inside string literals: where a grammar
+    could let a model pad with whitespace."""
+    out, inside, escaped = [], False, False
+    for c in json_text:
+        if escaped:
+            escaped = False
+        elif inside:
+            escaped, inside = c == "\\", c != '"'
+        elif c == '"':
+            inside = True
+        else:
+            out.append(c)
+    return "".join(out)

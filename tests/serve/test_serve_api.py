@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 
 import httpx
@@ -14,9 +15,10 @@ import pytest
 import torch
 from conftest import with_window
 from live import running
+from reference import outside_strings
 
 from kollm.serve.app import create_app
-from kollm.serve.engine import Engine
+from kollm.serve.engine import Engine, Token
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +224,7 @@ def test_no_replacement_character_in_sampled_korean(engine):
     n = 0
     for seed in range(1000):
         p = SamplingParams(max_tokens=6, temperature=1.5, seed=seed)
-        text = "".join(step.text for step in engine.generate(engine.encode("한"), p))
+        text = "".join(step.text for step in engine.generate(engine.encode("한"), p) if isinstance(step, Token))
         assert "\ufffd" not in text, (seed, text)
         text.encode("utf-8")
         n += 1
@@ -254,6 +256,8 @@ def test_response_format_gives_json_even_from_a_tiny_model(tiny_model_dir, tmp_p
         for seed in range(4):
             r = client.chat.completions.create(model="model", messages=[{"role": "user", "content": "기획전 문구"}],
                                                response_format=fmt, max_tokens=400, temperature=1.0, seed=seed)
+            # laid out as json.dumps does: one space after , and : and no other whitespace to pad with
+            assert not re.search(r"\s", re.sub(r"[,:] ", "", outside_strings(r.choices[0].message.content)))
             if r.choices[0].finish_reason != "stop":  # cut by max_tokens inside a long string: still a prefix
                 continue
             stopped += 1

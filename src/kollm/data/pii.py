@@ -1,10 +1,16 @@
-"""Mask Korean personal data with placeholder tokens (`<|rrn|>`, `<|phone|>`, ...).
+"""Mask Korean personal data with placeholder tokens (`<|rrn|>`, `<|phone|>`, ...), or for people with labels
+(`[전화번호]`, ...).
 
 Patterns run on a copy of the text where full-width digits and separators are folded to ASCII;
 folding keeps every character at its index, so the spans found on the copy are cut from the original.
 Checksums (Luhn for cards, the NTS weights for business numbers, the RRN check digit) decide
 ambiguous bare digit runs; where a number has no checksum (RRNs issued from October 2020, bank
 accounts) its layout or a nearby keyword has to vouch for it.
+
+Corpus masking (`mask_pii`) wants precision: a date or a price masked by mistake is lost training text. What a
+served model shows people (`people_spans`, `mask_for_people`) wants the opposite: when in doubt, mask. There a long
+digit run no rule recognises is hidden too, and so is a shorter one cut by the edge of an output (the length
+limit, or digits continuing a number the prompt began), since a cut number escapes every pattern above.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import date
 
-from kollm.special_tokens import PII_PLACEHOLDERS
+from kollm.special_tokens import PII_LABELS, PII_PLACEHOLDERS, UNSURE_PII_LABEL
 
 RRN, PHONE, EMAIL, CARD, BRN, ACCOUNT = PII_PLACEHOLDERS
 
@@ -167,5 +173,47 @@ def mask_pii(text: str, counts: Counter | None = None) -> str:
         last = e
         if counts is not None:
             counts[ph] += 1
+    out.append(text[last:])
+    return "".join(out)
+
+
+# ---- for people: what a served output or a Studio app shows ---------------------------------------------------
+# Digits joined by up to two separators at a time: 010-1234-5678, 010 1234 5678, 02)123-4567, 82 10-1234-5678.
+_NUMBER_RUN = re.compile(r"\d(?:[ \-.()+]{0,2}\d)*")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PII_PLACEHOLDERS))
+LONG_RUN = 9  # digits in a run hidden wherever it is: dates (8), times and prices stay readable
+CUT_RUN = 4  # digits in a run hidden when an output's edge cuts it ("8503" cut from an RRN is a birth month)
+
+
+def people_spans(text: str, start: int | None = None, cut_end: bool = False) -> list[tuple[int, int, str]]:
+    """Spans (start, end, label) of `text` to hide from people, sorted and non-overlapping: personal data
+    (`find_pii`), placeholders a model wrote (`<|phone|>`), and numbers in doubt: runs of LONG_RUN digits or more,
+    and runs of CUT_RUN or more that cross `start` (the rest of a number the prompt began: `text[:start]` is the
+    prompt) or, with `cut_end`, reach the end of `text` (cut by the length limit)."""
+    spans = [(s, e, PII_LABELS[ph]) for s, e, ph in find_pii(text)]
+    spans += [(m.start(), m.end(), PII_LABELS[m.group()]) for m in _PLACEHOLDER.finditer(text)]
+    folded = text.translate(_FOLD)
+    for m in _NUMBER_RUN.finditer(folded):
+        s, e = m.span()
+        digits = sum(c.isdigit() for c in m.group())
+        crosses = start is not None and s < start < e
+        if not (digits >= LONG_RUN or digits >= CUT_RUN and (crosses or cut_end and e == len(text))):
+            continue
+        label = PII_LABELS["<|phone|>"] if m.group().startswith(("0", "82")) else UNSURE_PII_LABEL
+        covered = sorted((max(s, ts), min(e, te)) for ts, te, _ in spans if ts < e and s < te)
+        at = s
+        for cs, ce in [*covered, (e, e)]:  # the run's parts no other span holds
+            if any(c.isdigit() for c in folded[at:cs]):
+                spans.append((at, cs, label))
+            at = max(at, ce)
+    return sorted(spans)
+
+
+def mask_for_people(text: str) -> str:
+    """`text` with personal data, placeholders and doubtful numbers replaced by labels (`[전화번호]`)."""
+    out, last = [], 0
+    for s, e, label in people_spans(text):
+        out += [text[last:s], label]
+        last = e
     out.append(text[last:])
     return "".join(out)

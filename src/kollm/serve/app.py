@@ -3,7 +3,10 @@ against it with `base_url="http://127.0.0.1:8000/v1"`, and so does lm-evaluation
 (token-id prompts, `echo` + `logprobs` for log-likelihood).
 
 Requests go to the engine's step loop (serve/engine.py, continuous batching) and their tokens come back to this
-event loop once per step; a client that goes away cancels its request, which frees its slot at the next step.
+event loop once per step; a client that goes away (a closed stream, or a dropped connection while a non-streaming
+request runs) cancels its request, which frees its slot at the next step. Nothing slow runs on the event loop:
+tokenising and chat templates run in one worker thread, and a body is counted while it arrives, so an oversized
+one (chunked bodies have no Content-Length to trust) is refused before anything reads it whole.
 """
 
 from __future__ import annotations
@@ -13,47 +16,67 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kollm.errors import KollmError
+from kollm.runtime import release_memory
 from kollm.serve.config import ServeConfig
 from kollm.serve.engine import Engine, Finish, Token
 from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.metrics import Metrics
-from kollm.serve.protocol import ChatRequest, CompletionRequest, DetokenizeRequest, Sampling, TokenizeRequest
+from kollm.serve.protocol import (
+    NOT_TEXT,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    Sampling,
+    TokenizeRequest,
+)
 from kollm.serve.sampling import SamplingParams
 from kollm.serve.structured import Grammars
+from kollm.special_tokens import IM_END
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.param, self.status = message, param, status
+        self.message, self.param, self.status, self.code = message, param, status, code
 
 
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(status_code=status, content={
-        "error": {"message": message, "type": kind, "param": param, "code": None}})
+        "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def _busy(waiting: int) -> BadRequest:
+    return BadRequest(f"the server is busy ({waiting} requests waiting); retry shortly", None, 503,
+                      "server_overloaded")
 
 
 def _params(engine: Engine, req: Sampling, max_tokens: int, logprobs: int | None) -> SamplingParams:
     bias = {}
     for k, v in (req.logit_bias or {}).items():
-        if not k.lstrip("-").isdigit() or not 0 <= int(k) < engine.vocab:
-            raise BadRequest(f"logit_bias key {k!r} is not a token id of this model (0..{engine.vocab - 1})",
+        if not (k.isascii() and k.lstrip("-").isdigit() and len(k) < 12) or not 0 <= int(k) < engine.vocab:
+            raise BadRequest(f"logit_bias key {k[:20]!r} is not a token id of this model (0..{engine.vocab - 1})",
                              "logit_bias")
         if not -100 <= v <= 100:
             raise BadRequest(f"logit_bias value {v} for token {k} must be between -100 and 100", "logit_bias")
         bias[int(k)] = v
+    if any(not 0 <= t < engine.vocab for t in req.stop_token_ids or ()):
+        raise BadRequest(f"stop_token_ids must be token ids of this model (0..{engine.vocab - 1})", "stop_token_ids")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     return SamplingParams(
         max_tokens=max_tokens, temperature=engine.default_temperature if req.temperature is None else req.temperature,
@@ -64,35 +87,66 @@ def _params(engine: Engine, req: Sampling, max_tokens: int, logprobs: int | None
     )
 
 
+def _too_long(engine: Engine, n: int, max_tokens: int, at_least: bool = False) -> BadRequest:
+    has = f"at least {n:,}" if at_least else f"{n}"
+    return BadRequest(f"this model's maximum context length is {engine.max_len} tokens; the prompt has {has} tokens "
+                      f"and max_tokens asks for {max_tokens} more: shorten the prompt or lower max_tokens",
+                      "prompt" if n >= engine.max_len else "max_tokens", code="context_length_exceeded")
+
+
 def _check_context(engine: Engine, ids: list[int], max_tokens: int) -> None:
     if not ids:
         raise BadRequest("the prompt is empty; send at least one token", "prompt")
     if any(not 0 <= t < engine.vocab for t in ids):
         raise BadRequest(f"prompt token ids must be between 0 and {engine.vocab - 1}", "prompt")
     if len(ids) + max_tokens > engine.max_len:
-        raise BadRequest(f"this model's maximum context length is {engine.max_len} tokens; the prompt has "
-                         f"{len(ids)} tokens and max_tokens asks for {max_tokens} more: shorten the prompt or lower "
-                         "max_tokens", "prompt" if len(ids) >= engine.max_len else "max_tokens")
+        raise _too_long(engine, len(ids), max_tokens)
 
 
 class Runner:
     """Runs requests on the engine, each in a worker thread whose steps reach the event loop through a queue;
-    counts what /metrics reports, and refuses work (503) when too many requests already wait."""
+    tokenises off the event loop; counts what /metrics reports, and refuses work (503) when too many requests
+    already wait."""
 
     def __init__(self, engine: Engine | None, max_waiting: int) -> None:
         self.engine, self.max_waiting = engine, max_waiting
         self.metrics = Metrics(lambda: self.engine)
         self.waiting = 0
         self._lock = threading.Lock()
+        # one thread: fast tokenizers are not safe to call from several threads at once, and one is plenty
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kollm-tokenize")
+        self._longest = 0
+
+    async def off_loop(self, fn: Callable, *args: object, big: bool = False) -> object:
+        """fn(*args) in the tokenizer thread: a long prompt never stalls the event loop (and /health with it);
+        after a `big` input, the memory its tokens took goes back to the OS."""
+        def call() -> object:
+            try:
+                return fn(*args)
+            finally:
+                if big:
+                    release_memory()
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def check_fits(self, text_bytes: int, max_tokens: int) -> None:
+        """Refuse, before tokenising it, text that cannot fit the context: no token is longer than the longest
+        piece of the vocabulary, so it has at least bytes / that many tokens."""
+        engine = self.engine
+        if not self._longest:
+            self._longest = max(map(len, engine.utf8.pieces), default=1) or 1
+        at_least = text_bytes // self._longest
+        if at_least + max_tokens > engine.max_len:
+            raise _too_long(engine, at_least, max_tokens, at_least=True)
 
     def check_capacity(self) -> None:
         if self.waiting >= self.max_waiting:  # before a stream starts: a 503 cannot follow a 200
-            raise BadRequest(f"the server is busy ({self.waiting} requests waiting); retry shortly", None, 503)
+            raise _busy(self.waiting)
 
     def admit(self) -> None:
         with self._lock:
             if self.waiting >= self.max_waiting:
-                raise BadRequest(f"the server is busy ({self.waiting} requests waiting); retry shortly", None, 503)
+                raise _busy(self.waiting)
             self.waiting += 1
         self.metrics.waiting.inc()
 
@@ -130,6 +184,7 @@ class Runner:
 
 
 Job = tuple[list[int], SamplingParams]  # a prompt's ids and one choice's sampling
+_BIG = 1 << 16  # characters of input after which the tokenizer's memory is handed back
 
 
 async def _merged(runner: Runner, jobs: list[Job]) -> AsyncIterator[tuple[int, Token | Finish]]:
@@ -162,49 +217,80 @@ async def _merged(runner: Runner, jobs: list[Job]) -> AsyncIterator[tuple[int, T
             t.cancel()
 
 
-async def _collect(request: Request, runner: Runner, jobs: list[Job], choices: list) -> None:
-    """Run the jobs into `choices`; a client that disconnects before the answer cancels them (freeing their
-    slots), as a closed stream does."""
+async def _collect(request: Request, runner: Runner, jobs: list[Job], choices: list[_Choice]) -> bool:
+    """Run the jobs into `choices`; False when the client went away first, which cancels them (freeing their
+    slots) as a closed stream does. The disconnect is the server's `http.disconnect` message, awaited beside the
+    work (polling `is_disconnected` behind a middleware never sees it)."""
 
     async def run() -> None:
         async for k, step in _merged(runner, jobs):
             choices[k].add(step)
 
-    task = asyncio.create_task(run())
-    while not task.done():
-        await asyncio.wait({task}, timeout=0.5)
-        if not task.done() and await request.is_disconnected():
-            task.cancel()
-    await task
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.create_task(run()), asyncio.create_task(gone())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            return False
+        await work  # its error, if it failed
+        return True
+    finally:
+        work.cancel()
+        watch.cancel()
 
 
 class _Choice:
-    """One choice being built: text, tokens with their logprobs, finish reason."""
+    """One choice being built: its tokens (with their text and logprobs) and finish reason."""
 
     def __init__(self) -> None:
-        self.text, self.ids, self.lps, self.tops, self.finish = "", [], [], [], None
+        self.tokens: list[Token] = []
+        self.finish: str | None = None
 
-    def add(self, step: Token | Finish) -> str:
+    def add(self, step: Token | Finish) -> None:
         if isinstance(step, Finish):
             self.finish = step.reason
         else:
-            self.ids.append(step.id)
-            self.lps.append(step.logprob)
-            self.tops.append(step.top)
-        self.text += step.text
-        return step.text
+            self.tokens.append(step)
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
 
 
-def _legacy_logprobs(engine: Engine, ids: list[int], lps: list, tops: list, offset0: int = 0) -> dict:
-    """The completions API's logprobs object: tokens, token_logprobs, top_logprobs, text_offset."""
-    tokens = [engine.token_text(t) for t in ids]
+def _alternatives(engine: Engine, t: Token) -> list[tuple[str, bytes, float]]:
+    """A token's top alternatives as (token, bytes, logprob); inside a masked span every one shows the label."""
+    if t.top is None:
+        return []
+    if t.label is not None:
+        return [(t.label, t.label.encode("utf-8"), v) for v in t.top.values()]
+    return [(*engine.token_piece(k), v) for k, v in t.top.items()]
+
+
+def _legacy_logprobs(engine: Engine, toks: list[Token], offset0: int = 0) -> dict:
+    """The completions API's logprobs object: tokens, token_logprobs, top_logprobs, text_offset (where each
+    token's text starts in the returned text: special tokens of an echoed prompt are zero-width)."""
     offsets, at = [], offset0
-    for t in tokens:
+    for t in toks:
         offsets.append(at)
-        at += len(t)
-    return {"tokens": tokens, "token_logprobs": lps, "text_offset": offsets,
-            "top_logprobs": [None if top is None else {engine.token_text(k): v for k, v in top.items()}
-                             for top in tops]}
+        at += len(t.text)
+    tops = []
+    for t in toks:
+        alts: dict[str, float] = {}
+        for s, _, v in _alternatives(engine, t):
+            alts[s] = max(v, alts.get(s, v))
+        tops.append(None if t.top is None else alts)
+    return {"tokens": [t.token for t in toks], "token_logprobs": [t.logprob for t in toks], "text_offset": offsets,
+            "top_logprobs": tops}
+
+
+def _chat_logprobs(engine: Engine, toks: list[Token]) -> dict:
+    """Chat's logprobs: each token with its real bytes (joined, they are the content's UTF-8)."""
+    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes),
+                         "top_logprobs": [{"token": s, "logprob": v, "bytes": list(b)}
+                                          for s, b, v in _alternatives(engine, t)]} for t in toks]}
 
 
 # JSON leaves these raw, and line readers that split like str.splitlines (httpx's iter_lines) would cut the event
@@ -216,6 +302,12 @@ def _sse(obj: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
+def _sse_error(e: BaseException) -> str:
+    """A stream that fails after its 200 ends with OpenAI's error object as its last event (then [DONE])."""
+    return _sse({"error": {"message": f"generation failed ({type(e).__name__}); the stream was not completed",
+                           "type": "server_error", "param": None, "code": None}})
+
+
 def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, completion_chars: int) -> dict:
     # characters too: a Korean user sees characters per token, the measure a tokenizer is judged by
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -223,12 +315,100 @@ def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, comple
             "prompt_characters": prompt_chars, "completion_characters": completion_chars}
 
 
+class _Gate:
+    """The front door, before any route: the body's size (counted as it arrives; a chunked body has no
+    Content-Length to trust), the API key, the model's loading state and the rate limit. Plain ASGI: a
+    BaseHTTPMiddleware would hide the client's disconnect from the routes."""
+
+    def __init__(self, app: ASGIApp, runner: Runner, loading: dict, guard: Guard | None, limiter: RateLimit,
+                 max_body_bytes: int) -> None:
+        self.app, self.runner, self.loading, self.guard = app, runner, loading, guard
+        self.limiter, self.max_body = limiter, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = self._refuse(scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:  # the route's body read raises: answered 413 by the handler below
+                    raise StarletteHTTPException(413, self._too_big())
+            return msg
+
+        await self.app(scope, counted, send)
+
+    def _too_big(self) -> str:
+        return f"the request body is over the {self.max_body:,}-byte limit; send a smaller request"
+
+    def _refuse(self, scope: Scope) -> Response | None:
+        headers, path = Headers(scope=scope), scope["path"]
+        size = headers.get("content-length", "")
+        if size.isdigit() and int(size) > self.max_body:
+            return _error(413, self._too_big(), code="request_too_large")
+        who = scope["client"][0] if scope.get("client") else "?"
+        if self.guard is not None and path != "/health" and self.guard.enabled:
+            auth = headers.get("authorization", "")
+            who = self.guard.check(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+            if who is None:
+                return _error(401, "missing or invalid API key; send Authorization: Bearer <key>",
+                              code="invalid_api_key")
+        if self.runner.engine is None and path not in ("/metrics", "/openapi.json", "/docs"):
+            why = self.loading["error"]
+            resp = _error(503, f"the model failed to load ({why}); fix it and restart the server" if why else
+                          "the model is still loading; retry shortly")
+            resp.headers["Retry-After"] = "5"
+            return resp
+        wait = self.limiter.take(who) if path.startswith("/v1/") else 0.0
+        if wait:
+            resp = _error(429, f"rate limit reached; retry in {wait:.1f} s", code="rate_limit_exceeded")
+            resp.headers["Retry-After"] = str(max(1, round(wait)))
+            return resp
+        return None
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict]:
+    """FastAPI documents a 422 for every body it validates; this server answers 400 with OpenAI's error object."""
+
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            s = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            parts = s.setdefault("components", {}).setdefault("schemas", {})
+            parts.pop("HTTPValidationError", None)
+            parts.pop("ValidationError", None)
+            text = {"type": ["string", "null"]}
+            parts["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["message", "type"],
+                "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": text,
+                               "code": text}}}}
+            error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            for ops in s.get("paths", {}).values():
+                for op in ops.values():
+                    responses = op.setdefault("responses", {})
+                    if responses.pop("422", None) is not None or "requestBody" in op:
+                        responses["400"] = {"description": "Bad request: OpenAI's error object", **error}
+            app.openapi_schema = s
+        return app.openapi_schema
+
+    return schema
+
+
 def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None, rate_limit: float = 0.0,
-               max_waiting: int = 64, max_body_bytes: int = 1 << 20) -> FastAPI:
+               max_waiting: int = 64, max_body_bytes: int = 1 << 20, names: Sequence[str] = (),
+               aliases: Sequence[str] = ()) -> FastAPI:
     """`engine`: an Engine, or a function that loads one (the port opens at once: /health answers 503 until the
     model is loaded, then 200); `guard`: API keys (off when None or empty); `rate_limit`: requests per second
     per key (0: off); `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`:
-    request size."""
+    request size; `names`: the model names served (the first is reported; default: the model folder's name);
+    `aliases`: names also accepted (vLLM clients send the model's path)."""
     created = int(time.time())
     runner = Runner(engine if isinstance(engine, Engine) else None, max_waiting)
     loading: dict = {"error": None}
@@ -246,33 +426,12 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
 
     app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs",
                   lifespan=lifespan)
-    limiter = RateLimit(rate_limit)
+    app.add_middleware(_Gate, runner=runner, loading=loading, guard=guard, limiter=RateLimit(rate_limit),
+                       max_body_bytes=max_body_bytes)
+    app.openapi = _openapi(app)
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next: object) -> Response:
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > max_body_bytes:
-            return _error(413, f"the request body is {int(size):,} bytes; the limit is {max_body_bytes:,}")
-        who = request.client.host if request.client else "?"
-        if guard is not None and request.url.path != "/health" and guard.enabled:
-            auth = request.headers.get("authorization", "")
-            who = guard.check(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
-            if who is None:
-                return JSONResponse(status_code=401, content={"error": {
-                    "message": "missing or invalid API key; send Authorization: Bearer <key>",
-                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
-        if runner.engine is None and request.url.path not in ("/metrics", "/openapi.json", "/docs"):
-            why = loading["error"]
-            resp = _error(503, f"the model failed to load ({why}); fix it and restart the server" if why else
-                          "the model is still loading; retry shortly")
-            resp.headers["Retry-After"] = "5"
-            return resp
-        wait = limiter.take(who) if request.url.path.startswith("/v1/") else 0.0
-        if wait:
-            resp = _error(429, f"rate limit reached; retry in {wait:.1f} s")
-            resp.headers["Retry-After"] = str(max(1, round(wait)))
-            return resp
-        return await call_next(request)
+    def served() -> list[str]:
+        return list(names) or [runner.engine.name]
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -280,24 +439,27 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        errors = exc.errors()
+        # ours name the fix (pydantic catches some surrogates itself, as string_unicode)
+        first = next((e for e in errors if e["type"] in ("value_error", "string_unicode")), errors[0])
+        where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or str(p).isidentifier()) or "body"
         if first["type"] == "extra_forbidden":
             return _error(400, f"unsupported parameter {where!r}: kollm does not implement it; remove it", where)
         if first["type"] == "json_invalid" or first["loc"] == ("body",):
             return _error(400, f"the request body is not valid JSON ({first['msg']}); send a JSON object")
-        return _error(400, f"{where}: {first['msg']}", str(first["loc"][-1]))
+        msg = NOT_TEXT if first["type"] == "string_unicode" else first["msg"].removeprefix("Value error, ")
+        return _error(400, f"{where}: {msg}", where.rsplit(".", 1)[-1] if where != "body" else None)
 
     @app.exception_handler(BadRequest)
     async def bad(_: Request, exc: BadRequest) -> JSONResponse:
-        resp = _error(exc.status, exc.message, exc.param)
+        resp = _error(exc.status, exc.message, exc.param, exc.code)
         if exc.status == 503:  # vLLM's choice: a full queue says when to come back
             resp.headers["Retry-After"] = "1"
         return resp
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), code="request_too_large" if exc.status_code == 413 else None)
 
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> JSONResponse:
@@ -305,26 +467,25 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
 
     def check_model(name: str | None) -> Engine:
         engine = runner.engine
-        if name and name != engine.name:
-            raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {engine.name!r}", "model",
-                             404)
+        if name and name not in served() and name not in aliases:
+            raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {served()}", "model", 404,
+                             "model_not_found")
         return engine
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": runner.engine.name}
+        return {"status": "ok", "model": served()[0]}
 
     @app.get("/v1/models")
     async def models() -> dict:
         engine = runner.engine
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
-                                            "owned_by": "kollm", "max_model_len": engine.max_len}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "kollm",
+                                            "max_model_len": engine.max_len} for name in served()]}
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> dict:
         engine = check_model(req.model)
-        ids = engine.encode(req.prompt) if req.add_special_tokens else engine.tokenizer.encode(
-            req.prompt, add_special_tokens=False)
+        ids = await runner.off_loop(engine.encode, req.prompt, req.add_special_tokens, big=len(req.prompt) > _BIG)
         return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_len}
 
     @app.post("/detokenize")
@@ -332,7 +493,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         engine = check_model(req.model)
         if any(not 0 <= t < engine.vocab for t in req.tokens):
             raise BadRequest(f"token ids must be between 0 and {engine.vocab - 1}", "tokens")
-        return {"prompt": engine.tokenizer.decode(req.tokens, skip_special_tokens=False)}
+        return {"prompt": await runner.off_loop(engine.decode, req.tokens)}
 
     @app.get("/tokenizer_info")
     async def tokenizer_info() -> dict:
@@ -343,62 +504,55 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
                 "chat_template": tok.chat_template, "model_max_length": engine.max_len}
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(req: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    async def completions(req: CompletionRequest, request: Request) -> Response:
         engine = check_model(req.model)
-        if isinstance(req.prompt, str):
-            prompts = [engine.encode(req.prompt)]
-        elif req.prompt and all(isinstance(x, int) for x in req.prompt):
-            prompts = [list(req.prompt)]  # token ids are used verbatim: no BOS added
-        elif req.prompt and all(isinstance(x, str) for x in req.prompt):
-            prompts = [engine.encode(x) for x in req.prompt]
-        elif req.prompt:
-            prompts = [list(x) for x in req.prompt]
-        else:
-            raise BadRequest("prompt is empty; send a string, a list of strings or token ids", "prompt")
         if req.max_tokens == 0 and not req.echo:
             raise BadRequest("max_tokens = 0 is only allowed with echo = true (scoring the prompt)", "max_tokens")
         if req.stream and req.echo:
             raise BadRequest("echo is not supported with stream = true; send stream = false", "echo")
+        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt if isinstance(req.prompt[0], str) else []
+        count = 1 if isinstance(req.prompt, str) or isinstance(req.prompt[0], int) else len(req.prompt)
         runner.check_capacity()
-        if len(prompts) * req.n > runner.max_waiting:
-            raise BadRequest(f"{len(prompts)} prompts x n = {req.n} is more than the {runner.max_waiting} requests "
+        if count * req.n > runner.max_waiting:
+            raise BadRequest(f"{count} prompts x n = {req.n} is more than the {runner.max_waiting} requests "
                              "this server queues; send fewer at once", "n")
+        for t in texts:
+            runner.check_fits(len(t.encode("utf-8")), req.max_tokens)
+        if texts:
+            prompts = await runner.off_loop(lambda: [engine.encode(t) for t in texts], big=sum(map(len, texts)) > _BIG)
+        else:  # token ids are used verbatim: no BOS added
+            prompts = [list(req.prompt)] if isinstance(req.prompt[0], int) else [list(x) for x in req.prompt]
         for ids in prompts:
             _check_context(engine, ids, req.max_tokens)
+        chars_in = sum(map(len, texts)) if texts else sum(
+            len(s) for s in await runner.off_loop(lambda: [engine.decode(ids, skip_special=True) for ids in prompts]))
         p = _params(engine, req, req.max_tokens, req.logprobs)
         runner.check_capacity()
         rid = f"cmpl-{uuid.uuid4().hex}"
         jobs = [(ids, p.for_choice(i)) for ids in prompts for i in range(req.n)]  # choice k = prompt k//n, seed i
         if req.stream:
-            return StreamingResponse(_stream_completion(runner, rid, prompts, jobs, req),
+            return StreamingResponse(_stream_completion(runner, rid, prompts, jobs, req, chars_in, served()[0]),
                                      media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
-        if req.max_tokens:
-            await _collect(request, runner, jobs, choices)
+        if req.max_tokens and not await _collect(request, runner, jobs, choices):
+            return Response(status_code=499)  # the client is gone: nobody reads this
         out, n_out, chars_out = [], 0, 0
         for k, c in enumerate(choices):
-            ids = jobs[k][0]
-            if req.max_tokens == 0:
-                c.finish = "length"
-            logprobs = None
-            if req.logprobs is not None:
-                lps, tops, toks = c.lps, c.tops, c.ids
-                if req.echo:
-                    scored = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs or 0)
-                    lps = [None if s is None else s[0] for s in scored] + lps
-                    tops = [None if s is None else s[1] for s in scored] + tops
-                    toks = ids + toks
-                logprobs = _legacy_logprobs(engine, toks, lps, tops)
-            prompt_text = engine.tokenizer.decode(ids, skip_special_tokens=True) if req.echo else ""
-            out.append({"text": prompt_text + c.text, "index": k, "logprobs": logprobs, "finish_reason": c.finish})
-            n_out, chars_out = n_out + len(c.ids), chars_out + len(c.text)
-        n_in = sum(len(ids) for ids in prompts)
-        chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
+            ids, toks, finish = jobs[k][0], c.tokens, c.finish
+            n_out += len(toks)
+            if req.echo:
+                toks = await _echoed(runner, ids, jobs[k][1], c.tokens, finish == "length", req.logprobs)
+                finish = finish or "length"  # max_tokens 0: scored, nothing generated
+            text = "".join(t.text for t in toks)
+            chars_out += len(c.text)
+            logprobs = None if req.logprobs is None else _legacy_logprobs(engine, toks)
+            out.append({"text": text, "index": k, "logprobs": logprobs, "finish_reason": finish})
         return JSONResponse({"id": rid, "object": "text_completion", "created": int(time.time()),
-                             "model": engine.name, "choices": out, "usage": _usage(n_in, n_out, chars_in, chars_out)})
+                             "model": served()[0], "choices": out,
+                             "usage": _usage(sum(map(len, prompts)), n_out, chars_in, chars_out)})
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(req: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
+    async def chat(req: ChatRequest, request: Request) -> Response:
         engine = check_model(req.model)
         grammar, rf = None, req.response_format
         if rf is not None and rf.type != "text":
@@ -407,8 +561,12 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
             except ValueError as e:
                 raise BadRequest(str(e), "response_format") from None
             await asyncio.to_thread(engine.grammars.prepare)  # once per server, off the event loop
+        messages = [m.for_template() for m in req.messages]
+        chars_in = sum(len(m["content"]) for m in messages)
+        runner.check_capacity()
+        runner.check_fits(sum(len(m["content"].encode("utf-8")) for m in messages), 0)
         try:
-            ids = engine.chat_prompt([m.model_dump(exclude_none=True) for m in req.messages])
+            ids = await runner.off_loop(engine.chat_prompt, messages, big=chars_in > _BIG)
         except ValueError as e:
             raise BadRequest(str(e), "messages") from None
         max_tokens = req.max_completion_tokens or req.max_tokens or max(1, engine.max_len - len(ids))
@@ -416,86 +574,100 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         top = req.top_logprobs if req.top_logprobs is not None else 0
         p = _params(engine, req, max_tokens, top if req.logprobs else None)
         p.grammar = grammar
-        turn_end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        turn_end = engine.tokenizer.convert_tokens_to_ids(IM_END)
         if isinstance(turn_end, int) and turn_end != engine.tokenizer.unk_token_id:
             p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS
         runner.check_capacity()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         jobs = [(ids, p.for_choice(i)) for i in range(req.n)]
         if req.stream:
-            return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req), media_type="text/event-stream")
+            return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req, chars_in, served()[0]),
+                                     media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
-        await _collect(request, runner, jobs, choices)
+        if not await _collect(request, runner, jobs, choices):
+            return Response(status_code=499)
         out = [{"index": i, "message": {"role": "assistant", "content": c.text},
-                "logprobs": _chat_logprobs(engine, c.ids, c.lps, c.tops) if req.logprobs else None,
+                "logprobs": _chat_logprobs(engine, c.tokens) if req.logprobs else None,
                 "finish_reason": c.finish} for i, c in enumerate(choices)]
-        chars_in = sum(len(m.content) for m in req.messages)
         return JSONResponse({"id": rid, "object": "chat.completion", "created": int(time.time()),
-                             "model": engine.name, "choices": out,
-                             "usage": _usage(len(ids), sum(len(c.ids) for c in choices), chars_in,
+                             "model": served()[0], "choices": out,
+                             "usage": _usage(len(ids), sum(len(c.tokens) for c in choices), chars_in,
                                              sum(len(c.text) for c in choices))})
 
     return app
 
 
-def _chat_logprobs(engine: Engine, ids: list[int], lps: list, tops: list) -> dict:
-    def entry(tok: int, lp: float) -> dict:
-        text = engine.token_text(tok)
-        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
-
-    return {"content": [{**entry(t, lp), "top_logprobs": [entry(k, v) for k, v in (top or {}).items()]}
-                        for t, lp, top in zip(ids, lps, tops, strict=True)]}
+async def _echoed(runner: Runner, ids: list[int], p: SamplingParams, generated: list[Token], cut: bool,
+                  logprobs: int | None) -> list[Token]:
+    """The prompt's tokens then the generated ones, through one output processor: the echoed text, its offsets
+    and (with --mask-pii) its masks cover prompt and output as one text. Prompt tokens get their scores."""
+    engine = runner.engine
+    out = engine.output(p)
+    toks = out.begin(ids, echo=True)
+    for t in generated:
+        toks += out.push(t.id, t.logprob, t.top)
+    toks += out.finish(cut=cut)
+    if logprobs is not None:
+        scored = await asyncio.to_thread(engine.prompt_logprobs, ids, logprobs)
+        for t, s in zip(toks, scored, strict=False):  # the first len(ids) tokens are the prompt's
+            t.logprob, t.top = (None, None) if s is None else s
+    return toks
 
 
 async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]], jobs: list[Job],
-                             req: CompletionRequest) -> AsyncIterator[str]:
+                             req: CompletionRequest, chars_in: int, name: str) -> AsyncIterator[str]:
     engine = runner.engine
     n_out, chars_out = 0, [0] * len(jobs)
-    async for k, step in _merged(runner, jobs):
-        c = {"text": step.text, "index": k, "logprobs": None, "finish_reason": None}
-        if isinstance(step, Finish):
-            c["finish_reason"] = step.reason
-        else:
+
+    def chunk(c: dict) -> str:
+        return _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
+                     "choices": [c]})
+
+    try:
+        async for k, step in _merged(runner, jobs):
+            if isinstance(step, Finish):
+                yield chunk({"text": "", "index": k, "logprobs": None, "finish_reason": step.reason})
+                continue
             n_out += 1
-            if req.logprobs is not None:
-                c["logprobs"] = _legacy_logprobs(engine, [step.id], [step.logprob], [step.top], chars_out[k])
-        chars_out[k] += len(step.text)
-        if c["text"] or c["finish_reason"] or c["logprobs"]:
-            yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()),
-                        "model": engine.name, "choices": [c]})
+            lp = None if req.logprobs is None else _legacy_logprobs(engine, [step], chars_out[k])
+            chars_out[k] += len(step.text)
+            if step.text or lp:
+                yield chunk({"text": step.text, "index": k, "logprobs": lp, "finish_reason": None})
+    except Exception as e:  # noqa: BLE001 - the 200 is sent: say so in the stream
+        yield _sse_error(e)
     if req.stream_options and req.stream_options.include_usage:
-        chars_in = sum(len(engine.tokenizer.decode(ids, skip_special_tokens=True)) for ids in prompts)
-        yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": engine.name,
+        yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
                     "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, sum(chars_out))})
     yield _sse("[DONE]")
 
 
-async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job],
-                       req: ChatRequest) -> AsyncIterator[str]:
+async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job], req: ChatRequest,
+                       chars_in: int, name: str) -> AsyncIterator[str]:
     engine = runner.engine
 
     def chunk(choices: list, **extra: object) -> str:
         return _sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": engine.name, "choices": choices, **extra})
+                     "model": name, "choices": choices, **extra})
 
     for i in range(len(jobs)):
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                       "finish_reason": None}])
     n_out, chars_out = 0, 0
-    async for i, step in _merged(runner, jobs):
-        c = {"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": None,
-             "finish_reason": None}
-        if isinstance(step, Finish):
-            c["finish_reason"] = step.reason
-        else:
+    try:
+        async for i, step in _merged(runner, jobs):
+            if isinstance(step, Finish):
+                yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": step.reason}])
+                continue
             n_out += 1
-            if req.logprobs:
-                c["logprobs"] = _chat_logprobs(engine, [step.id], [step.logprob], [step.top])
-        chars_out += len(step.text)
-        if step.text or c["finish_reason"] or c["logprobs"]:
-            yield chunk([c])
+            chars_out += len(step.text)
+            lp = _chat_logprobs(engine, [step]) if req.logprobs else None
+            if step.text or lp:
+                yield chunk([{"index": i, "delta": {"content": step.text} if step.text else {}, "logprobs": lp,
+                              "finish_reason": None}])
+    except Exception as e:  # noqa: BLE001 - the 200 is sent: say so in the stream
+        yield _sse_error(e)
     if req.stream_options and req.stream_options.include_usage:
-        yield chunk([], usage=_usage(len(ids), n_out, sum(len(m.content) for m in req.messages), chars_out))
+        yield chunk([], usage=_usage(len(ids), n_out, chars_in, chars_out))
     yield _sse("[DONE]")
 
 
@@ -508,14 +680,17 @@ def run_server(cfg: ServeConfig) -> None:
         raise KollmError(f"chat template {cfg.chat_template} does not exist; pass a Jinja file to --chat-template")
     if not (Path(cfg.model) / "config.json").is_file():
         raise KollmError(f"{cfg.model} is not a Hugging Face model folder (no config.json); pass --model DIR")
+    names = list(cfg.served_model_name) or [Path(cfg.model).name]
+    # vLLM's clients name a model by the path it was served from
+    aliases = [] if cfg.served_model_name else [cfg.model, str(Path(cfg.model).resolve())]
 
     def load() -> Engine:
         engine = Engine.load(cfg.model, cfg.chat_template or None, cfg.engine(), cfg.mask_pii)
-        print(f"kollm: {engine.name} loaded ({engine.summary()}); serving at http://{host}:{port}/v1", flush=True)
+        print(f"kollm: {names[0]} loaded ({engine.summary()}); serving at http://{host}:{port}/v1", flush=True)
         return engine
 
     guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)
-    app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting)
+    app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting, names=names, aliases=aliases)
     host, port = cfg.host, cfg.port
     print(f"kollm: loading {cfg.model}; http://{host}:{port}/health answers 200 once it is ready "
           f"(Ctrl-C to stop; API keys {'required' if guard.enabled else 'off'}"

@@ -27,6 +27,8 @@ def serve(
     ctx: typer.Context,
     recipe: Path = typer.Option(None, help="TOML recipe with a \\[serve] section"),
     model: Path = typer.Option(None, help="Hugging Face causal-LM folder"),
+    served_model_name: list[str] = typer.Option(None, help="the model's name in the API (repeat for aliases; "
+                                                "default: the folder's name, and its path is accepted too)"),
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8000)"),
     chat_template: Path = typer.Option(None, help="Jinja chat template, for a model whose tokenizer has none"),
@@ -43,7 +45,8 @@ def serve(
         return
     from kollm.serve.app import run_server
 
-    run_server(_config(recipe, "serve", model, host=host, port=port, api_key=api_key, rate_limit=rate_limit,
+    run_server(_config(recipe, "serve", model, served_model_name=served_model_name or None, host=host, port=port,
+                       api_key=api_key, rate_limit=rate_limit,
                        mask_pii=mask_pii, max_num_seqs=max_num_seqs, prefix_cache_mb=prefix_cache_mb,
                        chat_template=str(chat_template) if chat_template else None,
                        keys_db=str(keys_db) if keys_db else None))

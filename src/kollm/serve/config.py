@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,6 +20,7 @@ class ServeConfig:
     Sampling defaults are not here: they come from the model folder's generation_config.json."""
 
     model: str = ""  # Hugging Face causal-LM folder
+    served_model_name: list[str] = field(default_factory=list)  # names clients use (default: the folder's name)
     host: str = "127.0.0.1"
     port: int = 8000
     chat_template: str = ""  # Jinja file for /v1/chat/completions when the model's tokenizer has none

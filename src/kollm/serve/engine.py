@@ -32,22 +32,15 @@ import torch
 
 from kollm.errors import KollmError
 from kollm.model.hf import load_hf_causal_lm
+from kollm.runtime import release_memory
 from kollm.serve.config import EngineConfig
-from kollm.serve.detok import TextStream
 from kollm.serve.forward import Forward
 from kollm.serve.kv import Decode, Prefill, PrefixStore, SlotCache, allowed, windows
+from kollm.serve.output import Output, Token, token_string
 from kollm.serve.packed import pack_linears
 from kollm.serve.sampling import SamplingParams, argmax_rows, is_plain_greedy, next_token
 from kollm.serve.structured import Constraint, Grammars
 from kollm.serve.utf8 import Utf8Guard
-
-
-@dataclass
-class Token:
-    id: int
-    text: str  # the new text this token makes safe to emit (may be "" while a character is incomplete)
-    logprob: float | None
-    top: dict[int, float] | None  # the `logprobs` most likely alternatives, by id
 
 
 @dataclass
@@ -60,8 +53,10 @@ class Completion:
 
 @dataclass
 class Finish:
-    reason: str  # "stop" (EOS, a stop token or string) or "length"
-    text: str  # text released at the end (held-back characters)
+    reason: str  # "stop" (EOS, a stop token or string) or "length"; every Token came before it
+
+
+__all__ = ["Completion", "Engine", "Finish", "Token"]
 
 
 @dataclass
@@ -77,7 +72,7 @@ class _Request:
     pending: int = -1  # the sampled token to feed next step
     generated: int = 0
     owed: int = 0  # UTF-8 continuation bytes the output still owes
-    stream: TextStream | None = None
+    out: Output | None = None  # text, stop strings, PII masks (serve/output.py)
     gen: torch.Generator | None = None
     constraint: Constraint | None = None  # response_format's grammar
     seen: list[int] = field(default_factory=list)
@@ -140,6 +135,7 @@ class Engine:
         eos = getattr(gen, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.utf8 = Utf8Guard(tokenizer, self.vocab)  # valid UTF-8 by construction (serve/utf8.py)
+        self.special_ids = frozenset(tokenizer.all_special_ids)  # zero-width in an echoed prompt
         self.grammars = Grammars(tokenizer, self.vocab)  # response_format (serve/structured.py)
         # attention: sliding-window layers (Gemma 3) get their own mask; eager attention wants additive masks
         self.window = max(windows(mc), default=0)
@@ -147,6 +143,7 @@ class Engine:
         self.cache = SlotCache(int(mc.num_hidden_layers))
         self.prefixes = PrefixStore(self.cfg.prefix_cache_mb << 20)
         self.stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
+        self._trimmed_at = 0
         self.lock = threading.Lock()  # the model runs one forward at a time: steps, and prompt scoring
         self._inbox: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._done: list[_Request] = []  # requests with outputs this step
@@ -175,6 +172,7 @@ class Engine:
         """Which forward runs and the memory it took, for the server's start-up line (the MKL-packed copies of
         the weights are most of it beyond the weights themselves)."""
         runs = "kollm's forward" if self.forward is not None else "transformers' forward"
+        runs += f", KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to {self.cfg.prefix_cache_mb} MB"
         try:
             import resource  # Unix only
         except ImportError:
@@ -183,12 +181,15 @@ class Engine:
         return f"{type(self.model).__name__} on {self.device}, {runs}, peak memory {peak:.1f} GiB"
 
     # ---- prompts ---------------------------------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """A string prompt as ids: BOS first when the tokenizer defines one (kollm models saw BOS at every
-        document start; so did Gemma and Llama)."""
+        document start; so did Gemma and Llama), unless `add_special_tokens` is False."""
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         bos = self.tokenizer.bos_token_id
-        return [bos, *ids] if bos is not None else ids
+        return [bos, *ids] if bos is not None and add_special_tokens else ids
+
+    def decode(self, ids: list[int], skip_special: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         if not self.tokenizer.chat_template:
@@ -197,8 +198,15 @@ class Engine:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)  # the template writes BOS itself
 
-    def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    def token_piece(self, token: int) -> tuple[str, bytes]:
+        """A token as logprobs show it (OpenAI's `bytes:\\xNN` form when it is not whole characters) and its
+        bytes."""
+        data = self.utf8.pieces[token] if 0 <= token < len(self.utf8.pieces) else b""
+        return token_string(data), data
+
+    def output(self, p: SamplingParams) -> Output:
+        """A request's output processor: text from token bytes, stop strings, PII masks (serve/output.py)."""
+        return Output(self.utf8.pieces, self.special_ids, p.stop, self.mask_pii)
 
     # ---- scoring -----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -278,7 +286,7 @@ class Engine:
             return Completion("", "length", len(ids), 0)
         for step in self.generate(ids, p):
             if isinstance(step, Finish):
-                text, reason = text + step.text, step.reason
+                reason = step.reason
             else:
                 text, n = text + step.text, n + 1
         return Completion(text, reason, len(ids), n)
@@ -294,6 +302,9 @@ class Engine:
     def _loop(self) -> None:
         while True:
             if not (self.waiting or self.prefilling or self.decoding):
+                if self.stats["steps"] != self._trimmed_at:  # idle after work: give freed memory back
+                    self._trimmed_at = self.stats["steps"]
+                    release_memory()
                 self._wake.wait()
             self._wake.clear()
             try:
@@ -331,18 +342,30 @@ class Engine:
         for sink, batch in by_sink.values():
             sink.send(batch)
 
-    def _start(self, r: _Request) -> None:
-        r.gen = torch.Generator(device=self.device)
-        r.gen.manual_seed(r.p.seed if r.p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-        mask = None
-        if r.mask_pii:
-            from kollm.data.pii import mask_pii
+    def _start(self, r: _Request) -> bool:
+        """Set a request up to generate; False (and the request failed alone) if that raised."""
+        try:
+            r.gen = torch.Generator(device=self.device)
+            seed = r.p.seed if r.p.seed is not None else int.from_bytes(os.urandom(8), "little")
+            r.gen.manual_seed(seed % 2**64)  # torch takes 64 bits; any integer maps into them
+            r.out = Output(self.utf8.pieces, self.special_ids, r.p.stop, r.mask_pii)
+            r.out.begin(r.ids)
+            r.seen = list(r.ids)
+            if r.p.grammar is not None:
+                r.constraint = self.grammars.matcher(r.p.grammar)
+        except Exception as e:  # noqa: BLE001 - this request's own fault: it fails alone
+            self._fail(r, e)
+            return False
+        return True
 
-            mask = mask_pii
-        r.stream = TextStream(self.tokenizer, r.p.stop, mask)
-        r.seen = list(r.ids)
-        if r.p.grammar is not None:
-            r.constraint = self.grammars.matcher(r.p.grammar)
+    def _fail(self, r: _Request, e: Exception) -> None:
+        """One request's failure is its own: it (and its followers) get the error and leave; the batch goes on."""
+        err = RuntimeError(f"generation failed: {type(e).__name__}: {e}")
+        for x in (r, *r.followers):
+            x.outbox.append(err)
+            self._done.append(x)
+        r.followers = []
+        self._finish(r)
 
     def _drop_cancelled(self) -> None:
         self.waiting = [r for r in self.waiting if not r.cancelled]
@@ -352,7 +375,6 @@ class Engine:
             r = self.prefilling[i]
             if r.cancelled and r.followers:  # a follower takes over the prefill
                 f = r.followers.pop(0)
-                self._start(f)
                 f.done, f.length, f.followers = r.done, r.length, r.followers
                 self.prefilling[i] = f
             elif r.cancelled:
@@ -372,17 +394,21 @@ class Engine:
             r = self.waiting[0]
             twin = next((x for x in self.prefilling if x.ids == r.ids), None)
             if twin is not None:  # the same prompt is being prefilled: share it
-                twin.followers.append(self.waiting.pop(0))
+                if self._start(self.waiting.pop(0)):
+                    twin.followers.append(r)
                 continue
             longest = max([x.length for x in self.decoding + self.prefilling] + [len(r.ids) + 1])
             per_token = self._slot_bytes_per_token()
             if per_token and self.num_running() and (self.num_running() + 1) * longest * per_token > budget:
                 break
             self.waiting.pop(0)
-            for other in [w for w in self.waiting if w.ids == r.ids]:  # n > 1, or two clients, same prompt
+            group = [r, *[w for w in self.waiting if w.ids == r.ids]]  # n > 1, or two clients, same prompt
+            for other in group[1:]:
                 self.waiting.remove(other)
-                r.followers.append(other)
-            self._start(r)
+            group = [x for x in group if self._start(x)]
+            if not group:
+                continue
+            r, r.followers = group[0], group[1:]
             slot = len(self.decoding) + len(self.prefilling)
             self.cache.reserve(slot + 1, longest)
             self.stats["prefix_queries"] += len(r.ids)
@@ -448,7 +474,6 @@ class Engine:
             self._to_decoding(j)
             group = [r]
             for f in r.followers:  # share the prompt's KV and logits; each samples with its own generator
-                self._start(f)
                 f.done = f.length = r.length
                 self._insert_decoding(f, self.decoding.index(r), r.length)
                 group.append(f)
@@ -489,9 +514,15 @@ class Engine:
 
     def _emit(self, r: _Request, logits: torch.Tensor, greedy: int | None = None) -> None:
         """Sample r's next token from its logits row (`greedy`: the row's argmax, when it is a valid token),
-        hand it out, and finish r if it is done."""
-        p = r.p
+        hand it out, and finish r if it is done. Whatever goes wrong here fails r alone."""
         self._done.append(r)
+        try:
+            self._sample(r, logits, greedy)
+        except Exception as e:  # noqa: BLE001 - e.g. a grammar or sampling error: this request's, not the batch's
+            self._fail(r, e)
+
+    def _sample(self, r: _Request, logits: torch.Tensor, greedy: int | None) -> None:
+        p = r.p
         if greedy is not None and is_plain_greedy(p):
             tok = greedy
         else:
@@ -509,28 +540,28 @@ class Engine:
                 top = dict(zip(best.indices.tolist(), best.values.tolist(), strict=True))
         r.generated += 1
         stops = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
-        if tok in stops:
-            r.outbox.append(Finish("stop", r.stream.finish()))
-            return self._finish(r)
-        text = r.stream.push(tok)
-        complete = r.constraint is not None and not r.constraint.advance(tok)
-        if complete:  # the JSON is whole: release everything now
-            text += r.stream.finish()
-        r.outbox.append(Token(tok, text, lp, top))
-        if r.stream.stopped or complete:
-            r.outbox.append(Finish("stop", ""))
-            return self._finish(r)
+        if tok in stops:  # the stop token itself is not output
+            return self._end(r, "stop")
+        r.outbox += r.out.push(tok, lp, top)
+        if r.out.stopped or (r.constraint is not None and not r.constraint.advance(tok)):  # a stop string; whole JSON
+            return self._end(r, "stop")
         if r.generated >= p.max_tokens:
-            r.outbox.append(Finish("length", r.stream.finish()))
-            return self._finish(r)
+            return self._end(r, "length")
         r.pending = tok
         r.seen.append(tok)
         return None
+
+    def _end(self, r: _Request, reason: str) -> None:
+        r.outbox += r.out.finish(cut=reason == "length")
+        r.outbox.append(Finish(reason))
+        self._finish(r)
 
     def _finish(self, r: _Request) -> None:
         r.cancelled = True
         if r in self.decoding:
             self._remove_decoding(self.decoding.index(r))
+        elif r in self.prefilling:
+            self._remove_prefilling(self.prefilling.index(r))
 
     # ---- slot bookkeeping: decoding requests in slots 0..D-1, prefilling ones in D..D+P-1 ----------------
     def _remove_decoding(self, i: int) -> None:

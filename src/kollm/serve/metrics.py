@@ -23,6 +23,11 @@ class _EngineState:
             return
         yield GaugeMetricFamily("kollm:kv_cache_usage_perc", "KV-cache use (1 = the kv_cache_mb budget)",
                                 value=e.kv_usage())
+        # memory the server holds beyond the weights (what its RSS grows by, each up to its budget)
+        yield GaugeMetricFamily("kollm:kv_cache_bytes", "Bytes held by the running batch's KV slots",
+                                value=e.cache.nbytes())
+        yield GaugeMetricFamily("kollm:prefix_cache_bytes", "Bytes held by stored prompt prefixes (prefix_cache_mb)",
+                                value=e.prefixes.bytes)
         yield CounterMetricFamily("kollm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
                                   value=e.stats["prefix_queries"])
         yield CounterMetricFamily("kollm:prefix_cache_hits", "Prompt tokens found in the prefix cache",

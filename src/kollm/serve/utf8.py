@@ -98,10 +98,14 @@ def _gpt2_byte_decoder() -> dict[str, int]:
 
 
 class Utf8Guard:
-    """allowed[state] (bool per token) and after[state] (the decoder state once the token is emitted)."""
+    """allowed[state] (bool per token) and after[state] (the decoder state once the token is emitted); `pieces`:
+    every id's bytes (the output's text is built from them, serve/output.py)."""
 
     def __init__(self, tokenizer: object, vocab: int) -> None:
         pieces = token_bytes(tokenizer)
+        self.pieces: list[bytes] = [
+            (data if data is not None else tokenizer.decode([i], skip_special_tokens=False).encode("utf-8"))
+            if i < len(pieces) else b"" for i, data in enumerate(pieces[:vocab] + [None] * (vocab - len(pieces)))]
         n = len(STATES)
         self.allowed = torch.ones(n, vocab, dtype=torch.bool)  # ids past the tokenizer (padded rows): allowed
         self.after = torch.zeros(n, vocab, dtype=torch.long)

@@ -39,9 +39,9 @@ def prompt_chars(prompt: str | list[dict]) -> int:
 def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
     """Post-process a complete output: PII masking, then the JSON-schema check (on what the caller receives)."""
     if spec.pii_mask:
-        from kollm.data.pii import mask_pii  # the data stage's masker: one definition of Korean PII in kollm
+        from kollm.data.pii import mask_for_people  # the data stage's rules: one definition of Korean PII in kollm
 
-        text = mask_pii(text)
+        text = mask_for_people(text)
     out.output, out.output_chars = text, len(text)
     schema = spec.schema()
     if schema is not None:
