@@ -21,21 +21,32 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: changing the umask is process-wide and not thread-safe
 
 
+def _as_new(path: Path) -> None:
+    """Give `path` the mode any newly created file or folder gets (0666 or 0777, less the umask).
+
+    Temp files are private: mkstemp/mkdtemp make 0600/0700, and so do libraries that write through their own temp
+    file and rename it (safetensors' save_file), so a model folder would be unreadable to a server or container
+    running as another user. Set after the writer is done, since the writer may have replaced the file.
+    """
+    executable = path.is_dir() or path.stat().st_mode & 0o100
+    os.chmod(path, (0o777 if executable else 0o666) & ~_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success it is renamed over `path` in one step.
 
     An interrupted writer (Ctrl-C, SIGKILL, a crash) therefore never leaves a half-written file
-    where readers look: they see the old version or the new one.
+    where readers look: they see the old version or the new one. The file gets the usual mode (umask applies).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should read like any new file
     try:
         yield tmp_path
+        _as_new(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -43,13 +54,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temp folder; on success it replaces `path` (the old folder is removed after)."""
+    """Yield a fresh temp folder; on success it replaces `path` (the old folder is removed after). The folder and
+    everything written in it get the usual modes (umask applies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700: a model folder must stay readable by a server user
     try:
         yield tmp
+        for p in [tmp, *tmp.rglob("*")]:
+            if not p.is_symlink():  # chmod would follow it out of the folder
+                _as_new(p)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

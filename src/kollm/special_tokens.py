@@ -1,4 +1,4 @@
-"""The special-token contract: every token kollm defines, and how a document is framed for training.
+"""The special-token contract: every token kollm defines, how a document is framed for training, and the BOS rule.
 
 Every kollm tokenizer carries, in this order: BOS, EOS, PAD (ids 0, 1, 2), the PII placeholders that
 masking writes into text (each must stay one token), and the ChatML turn markers its chat template uses.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from kollm.errors import KollmError
 
@@ -50,8 +51,15 @@ def frame(ids: list[int], bos_id: int | None, eos_id: int | None) -> list[int]:
     return ([bos_id] if bos_id is not None else []) + list(ids) + ([eos_id] if eos_id is not None else [])
 
 
-def _token_text(value: object) -> str | None:
-    # tokenizer_config.json stores a special token as a string or as {"content": ..., ...}
+def encode_with_bos(tokenizer: Any, text: str) -> list[int]:
+    """A string prompt or document as ids, BOS first when the tokenizer defines one: kollm models saw BOS at every
+    document start (`frame`), and so did Gemma and Llama; Qwen's tokenizers define none and get none. The rule does
+    not depend on the tokenizer's own post-processor or `add_bos_token` setting, so every stage encodes alike."""
+    return frame(tokenizer.encode(text, add_special_tokens=False), tokenizer.bos_token_id, None)
+
+
+def token_text(value: object) -> str | None:
+    """A special token's text as tokenizer_config.json stores it: a string or {"content": ..., ...}."""
     if isinstance(value, dict):
         value = value.get("content")
     return value if isinstance(value, str) else None
@@ -69,7 +77,7 @@ def special_ids(folder: str | Path) -> tuple[int | None, int | None]:
     tok = Tokenizer.from_file(str(tok_path))
     out = []
     for key in ("bos_token", "eos_token"):
-        text = _token_text(cfg.get(key))
+        text = token_text(cfg.get(key))
         tid = tok.token_to_id(text) if text else None
         if text and tid is None:
             raise KollmError(f"{cfg_path} names {key} {text!r}, which is not in {tok_path}; fix the config")

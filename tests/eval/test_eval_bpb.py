@@ -25,6 +25,40 @@ def test_windows_score_each_token_exactly_once(n, ctx):
         assert all(t == -100 or t == inp[i + 1] if i + 1 < len(inp) else True for i, t in enumerate(tgt))
 
 
+class _NoBos:
+    """A Qwen-like tokenizer: EOS but no BOS."""
+
+    bos_token_id, eos_token_id = None, 1
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [2 + i % 5 for i, _ in enumerate(text)]
+
+
+def test_without_bos_the_first_token_is_scored_after_eos():
+    """As lm-eval's HFLM (`prefix_token_id`): EOS stands in for BOS, so no byte goes unscored."""
+    from kollm.model.score import text_nll
+
+    seen = []
+
+    def uniform(x):
+        seen.append(x.tolist())
+        return torch.zeros(*x.shape, 8)
+
+    nll, n_bytes = text_nll(uniform, _NoBos(), ["가나다"], ctx=16)
+    assert seen == [[[1, 2, 3]]] and n_bytes == 9  # EOS, then the text: inputs predict 2, 3, 4
+    assert nll == pytest.approx(3 * math.log(8))  # all three tokens predicted
+
+
+def test_without_bos_or_eos_is_a_user_error():
+    from kollm.errors import KollmError
+    from kollm.model.score import text_nll
+
+    tok = _NoBos()
+    tok.eos_token_id = None
+    with pytest.raises(KollmError, match="neither a BOS nor an EOS"):
+        text_nll(lambda x: torch.zeros(*x.shape, 8), tok, ["가"], ctx=16)
+
+
 def test_kollm_and_transformers_agree(tiny_model_dir):
     texts = korean_texts(6)
     ours = bits_per_byte(load_kollm_from_hf(tiny_model_dir), load_hf_causal_lm(tiny_model_dir)[1], texts, 64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,22 @@ def test_kollm_eval_matches_lm_eval_hf_on_a_kollm_checkpoint(long_model_dir, tmp
     assert "smoke sets, not benchmarks" in report and "HyperCLOVA" in report and "0-shot" in report
     assert (out / "kshot_kollm_sentiment.png").stat().st_size > 1000 and (out / "models.png").is_file()
 
+
+
+def test_eval_outside_a_git_repository_prints_no_git_errors(tiny_model_dir, tmp_path, monkeypatch):
+    """lm-eval records `git describe` of the cwd in its results; outside a repository git's `fatal: not a git
+    repository` must not reach the user's terminal (issue 22)."""
+    cwd = tmp_path / "not-a-repo"
+    cwd.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above the cwd is found either
+    if shutil.which("git"):
+        probe = subprocess.run(["git", "rev-parse", "--git-dir"], cwd=cwd, capture_output=True, text=True)
+        assert probe.returncode != 0 and "fatal:" in probe.stderr  # the condition the test is about
+    r = run_kollm("eval", "--model", str(tiny_model_dir), "--tasks", "kollm_sentiment", "--limit", "2",
+                  "--out", str(tmp_path / "o"), cwd=cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fatal:" not in r.stdout and "fatal:" not in r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "o" / "results.json").is_file()
 
 def test_shared_context_kv_reuse_equals_hf_loglikelihoods(long_model_dir):
     """FastHF's per-request log-likelihoods equal HFLM's: multi-token choices, a 7-way group, an over-long context."""
@@ -169,6 +186,45 @@ def test_a_kollm_task_reads_the_public_format_from_a_local_file(tmp_path):
     assert len(dd["fewshot"]) == 16 and len(dd["test"]) == 24
     assert dd["test"][0] == {"id": 16, "text": "별로 16", "label": 0}
 
+
+
+BAD_TASK_DATA = [  # file name, content, what the one-line error says
+    ("broken.jsonl", '{"text": "좋아요", "label": 1}\n{"text": "별로", "label": \n', "cannot read it as .jsonl"),
+    ("arrays.jsonl", "[1, 2]\n[3, 4]\n", "one JSON object per line"),
+    ("empty.jsonl", "", "is empty"),
+    ("ragged.csv", 'text,label\n"좋아요,1\n', "cannot read it as .csv"),
+    ("no_label.jsonl", "".join(json.dumps({"id": i, "text": f"문장 {i}"}) + "\n" for i in range(20)),
+     "item with id 0 has no field 'label'; kollm_sentiment items need text (or document) and label"),
+    ("word_label.jsonl", "".join(json.dumps({"text": f"문장 {i}", "label": "긍정"}) + "\n" for i in range(20)),
+     "has a bad value (ValueError"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "says"), BAD_TASK_DATA, ids=[b[0] for b in BAD_TASK_DATA])
+def test_bad_task_data_is_a_kollm_error(tmp_path, name, content, says):
+    from kollm.errors import KollmError
+    from kollm.eval.tasks.utils import load_sentiment
+
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(KollmError) as e:
+        load_sentiment(data_files=str(tmp_path / name), version=1.0)
+    assert says in str(e.value) and name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_task_loader_names_its_fields():
+    from kollm.eval.tasks import utils
+
+    loaders = {n.removeprefix("load_") for n in dir(utils) if n.startswith("load_")}
+    assert loaders == set(utils.FIELDS)
+
+
+def test_bad_task_data_is_one_line_from_the_cli(tiny_model_dir, tmp_path):
+    bad = tmp_path / "qa.jsonl"
+    items = [{"id": f"q{i}", "context": "본문", "question": "질문"} for i in range(20)]  # no answers
+    bad.write_text("".join(json.dumps(d) + "\n" for d in items))
+    msg = one_line_error(run_kollm("eval", "--model", str(tiny_model_dir), "--tasks", f"kollm_qa={bad}",
+                                   "--out", str(tmp_path / "o")))
+    assert "item with id 'q0' has no field 'answers'" in msg and "kollm_qa items need" in msg
 
 def one_line_error(r) -> str:
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])

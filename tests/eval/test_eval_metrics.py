@@ -53,6 +53,18 @@ def test_normalize_whitespace_and_invisibles():
     assert normalize(f"가족 {family}") == f"가족 {family}"  # the ZWJs of an emoji sequence survive
 
 
+def test_invisibles_are_the_corpus_normalisers():
+    """One list (data.normalize.INVISIBLE): ZWNJ and the soft hyphen go here as in corpora, so a model trained on
+    the cleaned text and a reference copied with them score the same; ZWJ stays in both."""
+    from kollm.data.normalize import INVISIBLE, normalize_text
+
+    assert "\u200c" in INVISIBLE and "\u00ad" in INVISIBLE and "\u200d" not in INVISIBLE
+    for ch in INVISIBLE:
+        assert normalize(f"한{ch}국어") == normalize_text(f"한{ch}국어", html=False) == "한국어"
+    assert exact_match("서울\u200c역", "서울역", spacing=True) == 1.0
+    assert normalize("a\u200db") == normalize_text("a\u200db", html=False) == "a\u200db"
+
+
 # --- exact match -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "pred,ref",
@@ -196,6 +208,60 @@ def test_chrf_edges():
     assert chrf("", "") == 1.0
     assert chrf("", "가") == 0.0
     assert chrf("가", "") == 0.0
+
+
+# (hypothesis, reference): summaries, paraphrases, spacing and particle variants, word-order changes, typos,
+# numbers, English and emoji inside Korean, one-syllable sides (effective order < 6), no overlap, identical
+CHRF_PAIRS = [
+    ("배송이 빠르고 포장이 꼼꼼해요", "배송이 빠르고 포장도 꼼꼼해서 만족스러워요"),
+    ("서울은 대한민국의 수도이다", "대한민국의 수도는 서울이다"),
+    ("오늘 날씨가 맑습니다", "오늘은 날씨가 아주 맑아요"),
+    ("가격 대비 성능이 좋아요", "가성비가 좋은 제품입니다"),
+    ("사이즈가 작아서 교환했어요", "사이즈가 생각보다 작아 교환 신청했습니다"),
+    ("무선 이어폰 최대 50% 할인", "무선 이어폰 최대 50% 할인 기획전"),
+    ("아이폰 15 케이스", "아이폰15 케이스"),
+    ("나이키 운동화", "나이키 런닝화"),
+    ("삼성 갤럭시 S24 울트라 자급제", "갤럭시 S24 울트라 자급제 삼성"),
+    ("색상이 사진과 달라요 😢", "사진이랑 색이 좀 달라요"),
+    ("한글은 세종대왕이 창제했다", "한글은 1443년 세종대왕이 창제한 문자이다"),
+    ("KTX로 서울에서 부산까지 2시간 30분", "서울에서 부산까지 KTX를 타면 2시간 반 걸린다"),
+    ("맛있어요", "맛있습니다"),
+    ("가", "가나다"),
+    ("고양이", "고양"),
+    ("한", "한"),
+    ("가나다", "라마바"),
+    ("강아지 사료 대용량", "고양이 모래 소용량"),
+    ("택배가 하루 만에 도착했어요", "택배가 하루 만에 도착했어요"),
+    ("품질은 좋은데 배송이 느려요", "배송은 느리지만 품질은 좋아요"),
+    ("Python으로 작은 언어 모델을 학습했다", "파이썬으로 작은 언어모델을 훈련했다"),
+    ("겨울 패딩 최대 70% 세일", "겨울 아우터 특가 최대 70%"),
+    ("환불 받고 싶어요", "반품하고 환불 요청합니다"),
+    ("여름 휴가 필수템 모음전", "여름휴가 필수 아이템 모음"),
+    ("재구매 의사 있어요", "재구매할게요"),
+    ("", "가"),
+    ("가", ""),
+]
+
+
+def test_chrf_equals_sacrebleu_on_korean():
+    """The hand-written chrF is sacrebleu's sentence chrF2 (lm-eval ships sacrebleu) on NFC Korean text."""
+    import sacrebleu
+
+    assert len(CHRF_PAIRS) >= 20
+    for hyp, ref in CHRF_PAIRS:
+        theirs = sacrebleu.sentence_chrf(hyp, [ref]).score / 100
+        assert chrf(hyp, ref) == pytest.approx(theirs, abs=1e-12), (hyp, ref)
+
+
+def test_chrf_differs_from_sacrebleu_only_where_intended():
+    """Normalised input (NFD, invisible characters) and two empty strings: see chrf's docstring."""
+    import sacrebleu
+
+    nfd_hyp, ref = unicodedata.normalize("NFD", "포장이 꼼꼼해요"), "포장도 꼼꼼해서 좋아요"
+    assert sacrebleu.sentence_chrf(nfd_hyp, [ref]).score / 100 != pytest.approx(chrf(nfd_hyp, ref))
+    assert chrf(nfd_hyp, ref) == pytest.approx(sacrebleu.sentence_chrf("포장이 꼼꼼해요", [ref]).score / 100)
+    assert chrf("서울\u200b역", "서울역") == 1.0 and sacrebleu.sentence_chrf("서울\u200b역", ["서울역"]).score < 100
+    assert chrf("", "") == 1.0 and sacrebleu.sentence_chrf("", [""]).score == 0.0
 
 
 # --- macro-F1 (multiple-choice tasks) ---------------------------------------------------------------------

@@ -5,10 +5,20 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 60.0, what: str = "the condition") -> None:
+    """Poll until cond() is true. `timeout` only bounds a stuck test (generous: a loaded 2-core machine is slow);
+    it is never a claim about speed."""
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 @contextmanager
@@ -20,9 +30,7 @@ def running(app: object) -> Iterator[str]:
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: srv.started, what="the server starting")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -7,14 +7,13 @@ import asyncio
 import json
 import math
 import re
-import time
 
 import httpx
 import openai
 import pytest
 import torch
 from conftest import with_window
-from live import running
+from live import running, wait_for
 from reference import outside_strings
 
 from kollm.serve.app import create_app
@@ -185,21 +184,17 @@ def test_a_closed_stream_or_a_gone_client_frees_its_slot(server, engine):
         for i, _ in enumerate(r.iter_lines()):
             if i > 3:
                 break
-    deadline = time.time() + 5
-    while engine.num_running() and time.time() < deadline:
-        time.sleep(0.01)
-    assert engine.num_running() == 0  # the slot is free, not still generating for nobody
+    wait_for(lambda: engine.num_running() == 0, what="the closed stream's slot freed")
     # a non-streaming request whose client goes away is cancelled too
     body = {**body, "stream": False, "n": 8}
     with engine.lock:  # the engine is busy: the client gives up before its answer
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/completions", json=body, timeout=0.5)
-        time.sleep(1.0)  # the server notices the disconnect
-    steps = engine.stats["steps"]
-    deadline = time.time() + 5
-    while engine.num_running() and time.time() < deadline:
-        time.sleep(0.05)
-    assert engine.num_running() == 0 and engine.stats["steps"] - steps < body["max_tokens"] // 2
+        wait_for(lambda: "kollm:num_requests_waiting 0.0" in httpx.get(f"{url}/metrics").text,
+                 what="the server noticing the disconnect")
+    steps = engine.steps
+    wait_for(lambda: engine.num_running() == 0, what="the cancelled requests leaving")
+    assert engine.steps - steps < body["max_tokens"] // 2
 
 
 def test_seeded_output_is_the_same_alone_and_under_load(server):
@@ -282,9 +277,7 @@ def test_health_is_503_while_the_model_loads(tiny_model_dir):
         assert r.status_code == 503 and "loading" in r.json()["error"]["message"] and r.headers["Retry-After"]
         assert httpx.post(f"{url}/v1/completions", json={"prompt": "안녕"}).status_code == 503
         gate.set()
-        deadline = time.time() + 30
-        while httpx.get(f"{url}/health").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: httpx.get(f"{url}/health").status_code == 200, what="the model loading")
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
@@ -306,14 +299,13 @@ def test_sigterm_drains_running_streams_then_exits(tiny_model_dir, tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
+        def health() -> int:
             try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
+                return httpx.get(f"{url}/health", timeout=5).status_code
             except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+                return 0  # not listening (yet, or any more)
+
+        wait_for(lambda: health() == 200, timeout=180, what="kollm serve loading")
         body = {"prompt": "옛날 옛적에", "max_tokens": 300, "n": 4, "stream": True, "ignore_eos": True,
                 "temperature": 1.0, "seed": 0}
         finished, done = set(), False
@@ -321,9 +313,7 @@ def test_sigterm_drains_running_streams_then_exits(tiny_model_dir, tmp_path):
             lines = r.iter_lines()
             assert next(lines).startswith("data: ")
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            with pytest.raises(httpx.TransportError):  # no new connections while draining
-                httpx.get(f"{url}/health", timeout=2)
+            wait_for(lambda: health() == 0, what="the server refusing new connections while it drains")
             for line in lines:
                 if line == "data: [DONE]":
                     done = True

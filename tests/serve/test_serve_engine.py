@@ -9,10 +9,12 @@ import time
 
 import pytest
 import torch
+from live import wait_for
 from reference import engine_greedy_together, hf_greedy
 
 from kollm.serve.config import EngineConfig
 from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.kv import PREFIX_BLOCK
 from kollm.serve.sampling import SamplingParams
 
 PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서 공원에", "한국어", "서울에서 부산까지 기차로 가면 시간이",
@@ -39,11 +41,8 @@ def run(engine: Engine, ids: list[int], p: SamplingParams, out: dict | None = No
     return toks
 
 
-def wait_idle(engine: Engine, timeout: float = 10.0) -> None:
-    deadline = time.time() + timeout
-    while engine.num_running() and time.time() < deadline:
-        time.sleep(0.01)
-    assert engine.num_running() == 0
+def wait_idle(engine: Engine) -> None:
+    wait_for(lambda: engine.num_running() == 0, what="the engine emptying its slots")
 
 
 def test_batched_greedy_matches_hf_generate(engine):
@@ -80,8 +79,8 @@ def test_random_arrivals_departures_and_cancellations_keep_every_stream_intact(e
 def test_identical_prompts_prefill_once(engine):
     """n > 1 (or two clients with one prompt): the prompt runs once; each choice samples on its own seed."""
     ids = engine.encode("쇼핑 기획전 문구를 써 주세요: 겨울 패딩 할인")
-    before = engine.stats["prefill_tokens"]
-    engine.prefixes.entries.clear()
+    before = engine._stats["prefill_tokens"]
+    engine.prefixes.clear()
     got: dict = {}
     threads = [threading.Thread(target=run, args=(engine, ids, SamplingParams(max_tokens=8, temperature=1.0,
                                                                                seed=s), got, s))
@@ -89,13 +88,13 @@ def test_identical_prompts_prefill_once(engine):
     with engine.lock:  # hold the loop so the three arrive together
         for t in threads:
             t.start()
-        time.sleep(0.2)
+        wait_for(lambda: engine._inbox.qsize() == 3, what="three requests arriving")
     for t in threads:
         t.join()
-    assert engine.stats["prefill_tokens"] - before == len(ids)
+    assert engine._stats["prefill_tokens"] - before == len(ids)
     assert len({tuple(v) for v in got.values()}) > 1  # different seeds, different choices
     for s in range(3):
-        engine.prefixes.entries.clear()
+        engine.prefixes.clear()
         assert run(engine, ids, SamplingParams(max_tokens=8, temperature=1.0, seed=s)) == got[s]
 
 
@@ -103,15 +102,16 @@ def test_a_stored_prefix_is_reused_and_changes_nothing(engine):
     shots = "다음 검색어를 바르게 고치세요.\n검색어: 서울 날시\n교정: 서울 날씨\n검색어: 부산 맛짚\n교정: 부산 맛집\n"
     a, b = engine.encode(shots + "검색어: 제주도 여횅\n교정:"), engine.encode(shots + "검색어: 노트북 추쳔\n교정:")
     p = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
-    engine.prefixes.entries.clear()
+    engine.prefixes.clear()
     cold = run(engine, b, p)
-    engine.prefixes.entries.clear()
+    engine.prefixes.clear()
     run(engine, a, p)
-    hits, before = engine.stats["prefix_hits"], engine.stats["prefill_tokens"]
+    hits, before = engine.stats().prefix_hits, engine._stats["prefill_tokens"]
     warm = run(engine, b, p)
     shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    assert engine.stats["prefix_hits"] - hits == shared
-    assert engine.stats["prefill_tokens"] - before == len(b) - shared
+    reused = shared - shared % PREFIX_BLOCK  # whole blocks
+    assert reused and engine.stats().prefix_hits - hits == reused
+    assert engine._stats["prefill_tokens"] - before == len(b) - reused
     assert warm == cold
 
 
@@ -119,7 +119,7 @@ def test_a_closed_stream_frees_its_slot(engine):
     ids = engine.encode("옛날 옛적에")
     p = SamplingParams(max_tokens=engine.max_len - len(ids), temperature=1.0, seed=1, ignore_eos=True)
     run(engine, ids, p, stop_after=2)
-    wait_idle(engine, timeout=2.0)
+    wait_idle(engine)
 
 
 def test_finish_reasons_and_stop_strings(engine):

@@ -45,7 +45,7 @@ def family_engine(request, tiny_tokenizer, tmp_path_factory):
                 proj.bias.data.normal_(0, 0.3)
     model.save_pretrained(out)
     engine = Engine.load(out, config=EngineConfig(max_num_seqs=3, prefill_chunk=16))
-    assert (engine.forward is None) == (request.param == "phi3")  # which forward runs is the point
+    assert (engine.runner.forward is None) == (request.param == "phi3")  # which forward runs is the point
     return engine
 
 

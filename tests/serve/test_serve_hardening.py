@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 from conftest import with_window
-from live import running
+from live import running, wait_for
 
 from kollm.serve.app import create_app
 from kollm.serve.engine import Engine, Finish, Token
@@ -50,9 +49,7 @@ class Stream:
         self.url, self.tokens, self.lines = url, tokens, []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        deadline = time.time() + 10
-        while len(self.lines) < 2 and time.time() < deadline:  # running before the test goes on
-            time.sleep(0.01)
+        wait_for(lambda: len(self.lines) >= 2, what="the stream running")  # before the test goes on
 
     def _run(self) -> None:
         body = {"prompt": "옛날 옛적에", "max_tokens": self.tokens, "stream": True, "ignore_eos": True,
@@ -94,10 +91,14 @@ def test_a_request_that_fails_in_the_engine_fails_alone(engine):
     survive it): that request gets the error; a stream beside it completes; nothing stays in a slot."""
     ids = engine.encode("옛날 옛적에")
     steps: list = []
-    t = threading.Thread(target=lambda: steps.extend(engine.generate(ids, SamplingParams(
-        max_tokens=200, temperature=1.0, seed=3, ignore_eos=True))))
+
+    def stream() -> None:
+        for step in engine.generate(ids, SamplingParams(max_tokens=200, temperature=1.0, seed=3, ignore_eos=True)):
+            steps.append(step)
+
+    t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.05)
+    wait_for(lambda: steps, what="the stream's first token")
     bad = SamplingParams(max_tokens=5, temperature=1.0, logit_bias={10**7: 1.0})
     with pytest.raises(RuntimeError, match="generation failed"):
         list(engine.generate(ids, bad))
@@ -107,23 +108,20 @@ def test_a_request_that_fails_in_the_engine_fails_alone(engine):
     t.join(60)
     assert isinstance(steps[-1], Finish) and steps[-1].reason == "length"
     assert sum(isinstance(s, Token) for s in steps) == 200
-    deadline = time.time() + 5
-    while engine.num_running() and time.time() < deadline:
-        time.sleep(0.01)
-    assert engine.num_running() == 0
+    wait_for(lambda: engine.num_running() == 0, what="the slots emptying")
 
 
 def test_an_engine_failure_is_a_500_or_a_stream_error_event_and_others_go_on(url, monkeypatch):
-    import kollm.serve.engine as eng
+    import kollm.serve.sequence as seq
 
-    real = eng.next_token
+    real = seq.next_token
 
     def flaky(logits, seen, p, gen):
         if p.seed == 666:
             raise ValueError("boom")
         return real(logits, seen, p, gen)
 
-    monkeypatch.setattr(eng, "next_token", flaky)
+    monkeypatch.setattr(seq, "next_token", flaky)
     stream = Stream(url)
     body = {"prompt": "안녕", "max_tokens": 4, "seed": 666, "temperature": 1.0}
     r = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
@@ -194,11 +192,8 @@ def test_a_dropped_non_streaming_request_stops_generating(url, engine):
     before = metric(url, "kollm:generation_tokens_total")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{url}/v1/completions", json=body, timeout=0.5)
-    deadline = time.time() + 3
-    while engine.num_running() and time.time() < deadline:
-        time.sleep(0.02)
-    assert engine.num_running() == 0  # cancelled at the next step, not generating 8 x 480 tokens for nobody
-    assert metric(url, "kollm:generation_tokens_total") - before < 8 * 480 / 2
+    wait_for(lambda: engine.num_running() == 0, what="the dropped request's slots freed")
+    assert metric(url, "kollm:generation_tokens_total") - before < 8 * 480 / 2  # not 8 x 480 tokens for nobody
 
 
 # ---- 5. big bodies never reach the tokenizer; tokenizing never blocks the loop ---------------------------------
@@ -364,7 +359,4 @@ def test_the_engine_hands_memory_back_when_it_goes_idle(engine, monkeypatch):
     calls = []
     monkeypatch.setattr(eng, "release_memory", lambda: calls.append(1))
     list(engine.generate(engine.encode("안녕"), SamplingParams(max_tokens=3, temperature=0)))
-    deadline = time.time() + 5
-    while not calls and time.time() < deadline:
-        time.sleep(0.01)
-    assert calls
+    wait_for(lambda: calls, what="the idle engine releasing memory")

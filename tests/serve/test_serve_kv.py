@@ -33,3 +33,28 @@ def test_windows_follow_the_layer_types() -> None:
     qwen = SimpleNamespace(num_hidden_layers=2, sliding_window=4096, layer_types=["full_attention"] * 2)
     assert windows(qwen) == [0, 0]
     assert windows(SimpleNamespace(num_hidden_layers=2)) == [0, 0]  # no layer_types at all (older configs)
+
+
+def test_prefix_store_finds_the_longest_whole_block_prefix_and_evicts_cleanly():
+    """Against brute force: the longest common prefix with any stored prompt, in whole blocks, below the last
+    token; evicted prompts leave no trace in the index."""
+    import random
+
+    from kollm.serve.kv import PREFIX_BLOCK, PrefixStore
+
+    rng = random.Random(0)
+    kv = [(torch.zeros(1, 4), torch.zeros(1, 4))]  # 32 bytes an entry
+    store = PrefixStore(32 * 20)  # room for 20 entries: older ones are evicted
+    heads = [[rng.randrange(50) for _ in range(rng.randrange(1, 90))] for _ in range(6)]
+    for _ in range(300):
+        ids = rng.choice(heads)[: rng.randrange(1, 90)] + [rng.randrange(50) for _ in range(rng.randrange(0, 40))]
+        best = 0
+        for toks in store.entries:
+            n = next((i for i, (a, b) in enumerate(zip(toks, ids, strict=False)) if a != b), min(len(toks), len(ids)))
+            best = max(best, min(n, len(ids) - 1) // PREFIX_BLOCK * PREFIX_BLOCK)
+        hit, found = store.lookup(ids)
+        assert hit == best and (found is None) == (best == 0)
+        if store.wants(ids):
+            store.add(ids, kv)
+        assert len(store.entries) <= 20
+        assert {k for keys in store.index.values() for k in keys} == set(store.entries)

@@ -10,13 +10,13 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from .helpers import PASSWORD, csrf_of, make_key, make_studio, new_app
+from .helpers import PASSWORD, csrf_of, log_in, make_key, make_studio, new_app
 
 GET_ROUTES = ["/", "/apps/qc", "/apps/qc?version=1", "/apps/qc/versions/1", "/apps/qc/compare", "/apps/qc/keys",
               "/apps/qc/logs", "/apps/qc/tests", "/apps/qc/runs/1", "/apps/qc/runs/1/export",
-              "/apps/qc/runs/compare?a=1&b=1"]
+              "/apps/qc/runs/compare?a=1&b=1", "/password"]
 POST_ROUTES = ["/apps", "/apps/qc/versions", "/apps/qc/labels", "/apps/qc/playground", "/apps/qc/keys",
-               "/apps/qc/keys/1/revoke", "/apps/qc/tests", "/apps/qc/tests/1/run", "/logout"]
+               "/apps/qc/keys/1/revoke", "/apps/qc/tests", "/apps/qc/tests/1/run", "/password", "/logout"]
 SCRIPT = "<script>alert('x')</script>"
 
 
@@ -174,6 +174,28 @@ def test_login_is_needed_even_with_the_password_set_headless(tmp_path, fake_mode
     client = TestClient(make_studio(tmp_path, fake_model, admin_password="headless-pass"))
     assert client.get("/apps/qc", follow_redirects=False).headers["location"] == "/login"
     assert client.get("/setup").url.path == "/login"
+
+
+def test_the_admin_changes_the_password_and_other_sessions_end(studio):
+    client, tok, _ = studio
+    other = TestClient(client.app)
+    log_in(other)  # the same admin, logged in elsewhere
+    page = client.get("/password")
+    assert page.status_code == 200 and 'name="current"' in page.text and 'href="/password"' in page.text
+    new = "a new password 2"
+    for form, status, words in [({"current": "wrong", "password": new, "confirm": new}, 400, "current password"),
+                                ({"current": PASSWORD, "password": new, "confirm": new + "x"}, 400, "differ"),
+                                ({"current": PASSWORD, "password": "short", "confirm": "short"}, 400, "at least 8")]:
+        r = client.post("/password", data={"csrf_token": tok, **form})
+        assert r.status_code == status and words in r.text, form
+    r = client.post("/password", data={"csrf_token": tok, "current": PASSWORD, "password": new, "confirm": new})
+    assert r.status_code == 200 and r.url.path == "/password" and 'id="changed"' in r.text
+    assert client.get("/").url.path == "/"  # this session goes on, in a new session with a new CSRF token
+    assert csrf_of(client, "/") != tok
+    assert other.get("/", follow_redirects=False).headers["location"] == "/login"  # the other one has ended
+    login_tok = csrf_of(other, "/login")
+    assert other.post("/login", data={"csrf_token": login_tok, "password": PASSWORD}).status_code == 401
+    assert other.post("/login", data={"csrf_token": login_tok, "password": new}).url.path == "/"
 
 
 def test_password_guessing_is_slowed_down(tmp_path, fake_model):

@@ -3,12 +3,15 @@ the built-in templates, the config."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
+import kollm
 from kollm.errors import KollmError
 from kollm.studio.apps import AppSpec, Params, diff, fill, render_chat, render_completion
 from kollm.studio.builtin import TEMPLATES, builtin_items, template
@@ -58,7 +61,7 @@ def test_spec_checks_and_round_trip():
 def test_diff_is_readable():
     a, b = _spec(), _spec(params=Params(temperature=0.2))
     lines = diff(a, b, "v1", "v2")
-    assert "-temperature: 0.7" in lines and "+temperature: 0.2" in lines and lines[0] == "--- v1"
+    assert "-temperature: model default" in lines and "+temperature: 0.2" in lines and lines[0] == "--- v1"
     assert diff(a, a) == []
     assert all(line.startswith(("+", "@", "-")) for line in diff(None, a))
 
@@ -67,6 +70,14 @@ def test_request_body_sends_only_what_is_set():
     spec = _spec()
     body = request_body(spec, "p", "", stream=False)
     assert "top_k" not in body and "repetition_penalty" not in body and "stop" not in body and "model" not in body
+    # no temperature or top-p of its own: the server applies the model's generation_config.json
+    assert "temperature" not in body and "top_p" not in body
+    spec.params = Params(temperature=0.0, top_p=1.0)  # greedy is an app's choice, and 0 is sent
+    body = request_body(spec, "p", "", stream=False)
+    assert body["temperature"] == 0.0 and body["top_p"] == 1.0
+    # a version saved before the default was "the model's" holds its numbers, and they are still sent
+    old = AppSpec.from_dict({**_spec().to_dict(), "params": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 128}})
+    assert request_body(old, "p", "", stream=False)["temperature"] == 0.7 and old.params.top_p == 0.9
     spec.params = Params(top_k=5, repetition_penalty=1.2, stop=["\n"])
     spec.json_schema = '{"type": "object"}'
     body = request_body(spec, [{"role": "user", "content": "x"}], "m", stream=True)
@@ -154,3 +165,49 @@ def test_config_from_recipe_and_database_urls(tmp_path):
         read_recipe(recipe, "studio", {"studio": StudioConfig})
     assert StudioConfig(db="postgresql://u:p@h/d").url() == "postgresql+psycopg://u:p@h/d"
     assert StudioConfig(data=str(tmp_path)).url() == f"sqlite:///{tmp_path}/studio.db"
+
+
+def _imports(package: Path, prefix: str) -> dict[str, set[str]]:
+    """Each module of `package` -> the kollm modules it imports, anywhere in it (a lazy import inside a function
+    is still an edge: hiding a circle in a function body does not remove it)."""
+    graph = {}
+    for path in package.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        name = ".".join((prefix, *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+        is_pkg = path.name == "__init__.py"
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package this module is in
+                    parts = name.split(".")[: len(name.split(".")) - node.level + is_pkg]
+                    base = ".".join([*parts, *([base] if base else [])])
+                deps.add(base)
+                deps |= {f"{base}.{a.name}" for a in node.names}  # `from kollm.studio import api`
+        graph[name] = {d for d in deps if d.startswith("kollm")}
+    return graph
+
+
+def test_studio_modules_import_no_circle_and_nothing_from_serve():
+    src = Path(kollm.__file__).parent
+    graph = _imports(src / "studio", "kollm.studio")
+    assert not {d for deps in graph.values() for d in deps if d.startswith("kollm.serve")}
+    assert not {d for deps in _imports(src / "serve", "kollm.serve").values() for d in deps
+                if d.startswith("kollm.studio")}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m] & graph.keys()):
+            if state.get(d) == 1:
+                pytest.fail("import circle: " + " -> ".join([*path, m, d]))
+            if d not in state:
+                visit(d, [*path, m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kollm.tokenizer import TokenizerConfig, train_tokenizer
-from kollm.tokenizer.morpheme import encode_with_kiwi, get_kiwi, split_morphemes
+from kollm.tokenizer.morpheme import encode_with_kiwi, split_morphemes
 
 
 def test_boundaries_keep_contracted_syllables_and_glue_spaces():
@@ -30,6 +30,3 @@ def test_merges_never_cross_morpheme_boundaries():
     # Kiwi-free inference gives the same ids as Kiwi-split inference on the training text.
     assert [morph.encode(t, add_special_tokens=False).ids for t in text[:3]] == encode_with_kiwi(morph, text[:3])
 
-
-def test_kiwi_is_cached():
-    assert get_kiwi() is get_kiwi(0)

@@ -1,10 +1,11 @@
-"""Stage 5: exact and near-duplicate removal on datatrove's MinHash-LSH machinery.
+"""Exact and near-duplicate removal on datatrove's MinHash-LSH machinery (the data pipeline's last filter).
 
 Near duplicates: MinHash over shingles of either characters (after removing spaces and
 punctuation, so 할 수 있다 and 할수있다 agree - Korean spacing varies a lot) or Kiwi morphemes.
 Exact duplicates reuse the same bucket/cluster steps with a one-band "signature" that is a
 120-bit hash of the normalised text: identical signatures are exactly the identical texts.
-Cluster sizes are kept on the surviving document (`dup_cluster_size`) so a corpus can be
+Cluster sizes are kept on the surviving document (`exact_dedup_cluster_size` for identical copies and, when the
+near cluster holds more than those, `near_dedup_cluster_size`; written by steps.Dedup) so a corpus can be
 re-weighted later (FineWeb-2's "rehydration").
 """
 
@@ -23,7 +24,7 @@ from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.hashing import HashConfig
 
 from kollm.data.quality import KiwiWords
-from kollm.data.repair import _kiwi
+from kollm.kiwi import kiwi
 
 _NOT_WORD = re.compile(r"[\W_]+")
 _61_BITS = (1 << 60) - 1  # datatrove's bucket step only reads hashes below 2**61 - 1
@@ -42,7 +43,7 @@ def char_shingles(text: str, n: int) -> list[str]:
 
 
 def morph_shingles(text: str, n: int) -> list[str]:
-    forms = [t.form for t in _kiwi().tokenize(text) if not t.tag.startswith(("S", "W"))]
+    forms = [t.form for t in kiwi().tokenize(text) if not t.tag.startswith(("S", "W"))]
     return [" ".join(forms[i : i + n]) for i in range(max(1, len(forms) - n + 1))] if forms else []
 
 

@@ -68,7 +68,8 @@ def build_executors(cfg: DataConfig, verbose: bool = False) -> list[Any]:
     """The executors in order; each depends on the one before (running the last runs them all)."""
     files = list_input_files(cfg.inputs)
     if not files:
-        raise KollmError(f"no input files found in {cfg.inputs}; pass --input with jsonl/txt/parquet/xml.bz2 files")
+        raise KollmError(f"no input files found in {cfg.inputs}; pass --data with jsonl/txt/parquet/xml.bz2 files"
+                         " (or set [data].inputs in the recipe)")
     tasks = _plan_tasks(cfg, files)
     out, work = cfg.out, f"{cfg.out}/work"
     removed = f"{out}/removed" if cfg.keep_removed else None

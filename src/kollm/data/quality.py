@@ -1,4 +1,4 @@
-"""Stage 3: Korean language and quality filters.
+"""Data step: Korean language and quality filters.
 
 The repetition, punctuation, word-length and stop-word rules are datatrove's Gopher and FineWeb
 filters with FineWeb-2's thresholds for Korean (`kor_Hang.yml`); "words" there are Kiwi morphemes,
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datatrove.pipeline.filters import FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from kollm.data.repair import _kiwi
+from kollm.kiwi import kiwi
 
 # FineWeb-2, configs/kor_Hang.yml
 KOR_HANG = {
@@ -54,17 +54,17 @@ class KiwiWords(WordTokenizer):
     def _tokens(self, text: str) -> list:
         if self._last is None or self._last[0] is not text:
             # very long digit runs make Kiwi slow and say nothing about the language
-            self._last = (text, _kiwi().tokenize(re.sub(r"[0-9,]{20,}", " ", text)))
+            self._last = (text, kiwi().tokenize(re.sub(r"[0-9,]{20,}", " ", text)))
         return self._last[1]
 
     def word_tokenize(self, text: str) -> list[str]:
         return [t.form for t in self._tokens(text) if t.form.strip()]
 
     def sent_tokenize(self, text: str) -> list[str]:
-        return [s.text for s in _kiwi().split_into_sents(text)]
+        return [s.text for s in kiwi().split_into_sents(text)]
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-        return [(s.start, s.end) for s in _kiwi().split_into_sents(text)]
+        return [(s.start, s.end) for s in kiwi().split_into_sents(text)]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_last": None}

@@ -1,4 +1,4 @@
-"""Stage 2: join lines broken in the middle of a sentence.
+"""Data step: join lines broken in the middle of a sentence.
 
 Text converted from HTML or PDF breaks lines wherever the markup had an inline element:
 
@@ -18,7 +18,8 @@ Two ways to tell those forms apart, measured in bench/data.py on planted breaks:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+
+from kollm.kiwi import kiwi
 
 # A line ending in terminal punctuation (or a closing quote/bracket after it) ends its sentence.
 _ENDS_SENTENCE = re.compile(r"[.!?。…:;][\"'”’」』)\]]*$")
@@ -34,13 +35,6 @@ _PARTICLE_TAGS = ("J", "E", "XS", "VCP")  # morphemes that attach to the word be
 _OPEN_TAGS = ("J", "EC", "ETM", "MAJ", "SP", "SO")  # morphemes after which a sentence must go on
 
 
-@lru_cache(maxsize=1)
-def _kiwi():  # noqa: ANN202 - kiwipiepy is untyped; one instance per process, it takes 1-2 s to load
-    from kiwipiepy import Kiwi
-
-    return Kiwi()
-
-
 def _decide_rules(a: str, b: str) -> str | None:
     """"" to join without a space, " " to join with one, None to keep the line break."""
     if _ENDS_SENTENCE.search(a):
@@ -53,7 +47,6 @@ def _decide_rules(a: str, b: str) -> str | None:
 
 
 def _decide_kiwi(pairs: list[tuple[str, str]]) -> list[str | None]:
-    kiwi = _kiwi()
     out: list[str | None] = [None] * len(pairs)
     todo = [i for i, (a, _) in enumerate(pairs) if not _ENDS_SENTENCE.search(a)]
     if not todo:
@@ -61,7 +54,7 @@ def _decide_kiwi(pairs: list[tuple[str, str]]) -> list[str | None]:
     # The break glued without a space: a morpheme of the next line that attaches (a particle or
     # ending) shows up as J*/E*/XS* starting exactly at the break.
     glued = [pairs[i][0][-12:] + pairs[i][1][:12] for i in todo]
-    for i, text, toks in zip(todo, glued, kiwi.tokenize(glued), strict=True):
+    for i, text, toks in zip(todo, glued, kiwi().tokenize(glued), strict=True):
         a = pairs[i][0][-12:]
         at_break = [t for t in toks if t.start == len(a)]
         before = [t for t in toks if t.end <= len(a)]

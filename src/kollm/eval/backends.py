@@ -1,8 +1,9 @@
 """The lm-eval model behind `kollm eval --model`: a HF folder in-process, or an OpenAI-compatible server by URL.
 
-BOS is decided once, here, from the model's own tokenizer config, and handed to every backend: lm-eval's API
-backend sends no BOS by default, so a model served by vLLM scored lower than the same model in-process
-(Gemma-3-270M: 0.567 vs 0.633 on a 30-item Korean COPA-style task) until both prepend it.
+BOS follows kollm's one rule (`special_tokens.encode_with_bos`: first when the tokenizer defines one, as in
+training and serving), decided once, here, and handed to every backend: lm-eval's API backend sends no BOS by
+default, so a model served by vLLM scored lower than the same model in-process (Gemma-3-270M: 0.567 vs 0.633 on a
+30-item Korean COPA-style task) until both prepend it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 from kollm.errors import KollmError
 
 BACKENDS = ("kollm", "hf")  # in-process: kollm = FastHF (shared-context KV reuse), hf = lm-eval's own HFLM
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 
 @dataclass
@@ -32,36 +32,13 @@ def is_url(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
-def wants_bos(folder: str | Path) -> bool:
-    """The tokenizer config's `add_bos_token` if it says; else whether it names a BOS token at all.
+def _bos_tokenizer(folder: str | Path) -> tuple[Any, bool]:
+    """The folder's tokenizer, made to prepend BOS on its own `encode` (lm-eval encodes through it) exactly when it
+    defines one, and whether it does: kollm tokenizers name `<|bos|>`, Gemma's `<bos>`, Qwen's none."""
+    from kollm.tokenizer import load_tokenizer  # transformers: seconds to import, only once a model is evaluated
 
-    kollm tokenizers name `<|bos|>` and every training document starts with it (special_tokens.frame); Gemma's
-    names `<bos>`; Qwen's names none. A model is scored the way it was trained to read.
-    """
-    path = Path(folder) / "tokenizer_config.json"
-    cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if isinstance(cfg.get("add_bos_token"), bool):
-        return cfg["add_bos_token"]
-    return cfg.get("bos_token") is not None
-
-
-def load_tokenizer(folder: str | Path, add_bos: bool) -> Any:
-    """The folder's tokenizer, made to prepend BOS (or not) on `encode`, checked rather than assumed."""
-    from transformers import AutoTokenizer
-
-    folder = Path(folder)
-    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        raise KollmError(f"{folder} has no tokenizer (tokenizer.json); copy the tokenizer files into the model "
-                         "folder (kollm train export writes them) or pass --tokenizer DIR")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder), add_bos_token=add_bos)
-    except (OSError, ValueError) as e:
-        raise KollmError(f"cannot load the tokenizer in {folder} ({str(e).splitlines()[0]})") from None
-    starts = tok("가").input_ids[:1] == [tok.bos_token_id]
-    if add_bos and not starts:
-        raise KollmError(f"the tokenizer in {folder} does not prepend its BOS token even with add_bos_token=True; "
-                         "set add_bos_token in its tokenizer_config.json")
-    return tok
+    tok = load_tokenizer(folder, add_bos=True)
+    return tok, tok.bos_token_id is not None
 
 
 def check_server(url: str, timeout: float = 5.0) -> str:
@@ -90,9 +67,7 @@ def make_backend(model: str, backend: str = "kollm", tokenizer: str | None = Non
     folder = Path(model)
     if not (folder / "config.json").is_file():
         raise KollmError(f"{folder} is not a Hugging Face model folder (no config.json); pass --model DIR or URL")
-    tok_dir = Path(tokenizer) if tokenizer else folder
-    add_bos = wants_bos(tok_dir)
-    tok = load_tokenizer(tok_dir, add_bos)
+    tok, add_bos = _bos_tokenizer(Path(tokenizer) if tokenizer else folder)
     net, _ = load_hf_causal_lm(folder)  # device and dtype from kollm.runtime
     # kollm folders carry serving defaults (max_new_tokens=128) in generation_config.json, which transformers
     # would let override each task's max_gen_toks; a task's own limit must win
@@ -112,8 +87,7 @@ def _server(url: str, tokenizer: str | None, batch_size: int) -> Backend:
         raise KollmError(f"--model {url} is a server: also pass --tokenizer DIR (the served model's folder), "
                          "which lm-eval needs to split context from continuation")
     name = check_server(url)
-    add_bos = wants_bos(tokenizer)
-    tok = load_tokenizer(tokenizer, add_bos)
+    tok, add_bos = _bos_tokenizer(tokenizer)
     base = url.rstrip("/")
     if not base.endswith("/completions"):
         base = base.removesuffix("/v1") + "/v1/completions"

@@ -23,7 +23,8 @@ Request = tuple[tuple[str, str], list[int], list[int]]
 
 
 class FastHF(HFLM):
-    """An lm-eval `LM` (registered by kollm as backend `kollm`): HFLM + shared-context KV reuse."""
+    """An lm-eval `LM`: HFLM + shared-context KV reuse. Not in lm-eval's model registry: `kollm eval` builds it
+    directly as its `kollm` backend (`backends.make_backend`, the default; `--backend hf` runs plain HFLM)."""
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:

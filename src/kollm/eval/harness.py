@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,6 +127,34 @@ def hub_errors() -> Iterator[None]:
         datasets.load_dataset = real
 
 
+@contextmanager
+def quiet_git() -> Iterator[None]:
+    """lm-eval records `git describe --always` of the current directory in its results (`git_hash`); outside a
+    git repository git prints `fatal: not a git repository` straight onto the user's terminal (the subprocess
+    inherits stderr). That one call runs with its stderr (file descriptor 2) sent to /dev/null; lm-eval's own
+    fallback and result (None outside a repository) are unchanged."""
+    import lm_eval.evaluator as evaluator
+
+    real = evaluator.get_git_commit_hash
+
+    def quiet() -> Any:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                return real()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+    evaluator.get_git_commit_hash = quiet  # simple_evaluate calls it through its module (tests/test_compat.py)
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = real
+
+
 _GENERIC = {"model", "hf", "final", "export"}  # folder names that say nothing without their parent
 
 
@@ -165,7 +195,7 @@ def run_tasks(cfg: EvalConfig) -> dict:
         for k in shots:
             typer.echo(f"{label}: {', '.join(specs)} at {k} shots ({be.name} backend, BOS {be.add_bos_token})")
             t0 = time.perf_counter()
-            with hub_errors():
+            with hub_errors(), quiet_git():
                 res = lm_eval.simple_evaluate(
                     model=be.lm, tasks=tasks, num_fewshot=k, limit=cfg.limit or None, task_manager=tm,
                     log_samples=False, bootstrap_iters=1000)  # lm-eval's default seeds: same shots as lm_eval

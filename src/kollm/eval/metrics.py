@@ -16,13 +16,12 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from functools import lru_cache
 
-from kiwipiepy import Kiwi
+from kollm.data.normalize import INVISIBLE
+from kollm.kiwi import kiwi
 
-# Characters that render as nothing but break exact comparisons: zero-width space, word joiner, BOM.
-# ZWJ/ZWNJ stay: they hold emoji sequences (man + ZWJ + woman + ZWJ + girl) together.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))
+# Characters that render as nothing but break exact comparisons: the corpus normaliser's list (ZWJ stays).
+_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE))
 
 
 def normalize(text: str) -> str:
@@ -119,19 +118,13 @@ def qa_f1(pred: str, golds: str | Iterable[str]) -> float:
 _DROP_TAGS = frozenset({"SF", "SP", "SS", "SSO", "SSC", "SE", "SO"})
 
 
-@lru_cache(maxsize=1)
-def _kiwi() -> Kiwi:
-    # Loading the model takes ~1.5 s and ~100 MB, so one instance, created on first use.
-    return Kiwi()
-
-
 def morphemes(text: str) -> list[str]:
     """Kiwi morpheme forms of `text`, punctuation dropped. Whitespace does not matter to the analysis,
     so "학교에" and "학교 에" both give ["학교", "에"]."""
     text = normalize(text)
     if not text:
         return []
-    return [t.form for t in _kiwi().tokenize(text) if t.tag not in _DROP_TAGS]
+    return [t.form for t in kiwi().tokenize(text) if t.tag not in _DROP_TAGS]
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -164,7 +157,13 @@ def _char_ngrams(text: str, n: int) -> Counter:
 def chrf(pred: str, ref: str, order: int = 6, beta: float = 2.0) -> float:
     """chrF in [0, 1] (sacrebleu's score / 100): character 1..6-gram precision and recall, whitespace removed,
     each averaged over the orders both sides are long enough for (sacrebleu 2.x's "effective order"),
-    then combined as F-beta with beta = 2 (recall weighs more)."""
+    then combined as F-beta with beta = 2 (recall weighs more).
+
+    Equal to `sacrebleu.sentence_chrf(pred, [ref]).score / 100` (chrF2: char order 6, word order 0, no
+    whitespace, no eps smoothing; tests/eval/test_eval_metrics.py checks it on Korean pairs) except, on purpose:
+    both sides are normalised first (NFC, invisible characters dropped), so NFD text or conjoining jamo score
+    like their precomposed form where sacrebleu sees other characters; and two empty strings score 1.0 (this
+    module's rule for identical texts) where sacrebleu gives 0."""
     hyp, gold = _nospace(pred), _nospace(ref)
     if not hyp and not gold:
         return 1.0

@@ -1,6 +1,6 @@
 """Interop: models others published in (GGUF files, hub ids), kollm models out to the engines users run.
 
-Pipeline order: data, tokenizer, model, train, interop, eval, serve. This stage may import the earlier
+Pipeline order: data, tokenizer, model, train, interop, eval, serve, studio. This stage may import the earlier
 stages and the shared helpers (runtime, special_tokens, files, errors), never eval or serve.
 """
 

@@ -11,12 +11,11 @@ covers every such pair, as the lists transformers derives from a SentencePiece m
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from kollm.errors import KollmError
-from kollm.interop.gguf_vocab import CONTROL, NORMAL, UNUSED, USER_DEFINED, GGUFVocab
+from kollm.interop.gguf_vocab_common import CONTROL, NORMAL, USER_DEFINED, GGUFVocab, pad_to_rows, specials
 
 BYTE = 6  # gguf.TokenType.BYTE: a <0xXX> byte-fallback token
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
@@ -56,34 +55,13 @@ def read_spm_vocab(tok: dict, folder: Path, vocab_size: int) -> GGUFVocab:
         # special added tokens (<bos>, <start_of_turn>, <unusedN>) are CONTROL; the others (Gemma's newline and
         # tab runs, [multimodal]) USER_DEFINED, which llama.cpp matches whole before SPM, as HF does
         types[added["id"]] = CONTROL if added.get("special") else USER_DEFINED
-    n = max(vocab_size, max(by_id) + 1)
-    if n > vocab_size:
-        raise KollmError(f"{path} has {n} tokens but the model has {vocab_size} embedding rows; they do not match")
+    tokens, type_list = pad_to_rows(by_id, types, vocab_size, path)
 
     first_rank: dict[str, int] = {}
     for rank, m in enumerate(model.get("merges", [])):
         a, b = m.split(" ", 1) if isinstance(m, str) else m
         first_rank.setdefault(a + b, rank)
     unmerged = -float(len(first_rank) + 1)  # below every merge: single characters, bytes, specials
-    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(n)]
     scores = [-float(first_rank[t]) if t in first_rank else unmerged for t in tokens]
-    type_list = [types.get(i, UNUSED) for i in range(n)]
-
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    ids = {t: i for i, t in by_id.items()}
-
-    def tid(key: str) -> int | None:
-        text = cfg.get(key)
-        text = text.get("content") if isinstance(text, dict) else text
-        return ids.get(text) if isinstance(text, str) else None
-
-    bos = tid("bos_token")
-    post = json.dumps(tok.get("post_processor") or {})
-    add_bos = bool(cfg.get("add_bos_token", bos is not None and f'"id": "{by_id.get(bos)}"' in post))
-    template = cfg.get("chat_template")
-    if not template and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    return GGUFVocab(pre="default", tokens=tokens, types=type_list, merges=[], bos=bos, eos=tid("eos_token"),
-                     pad=tid("pad_token"), add_bos=add_bos, chat_template=template, model="llama", scores=scores,
-                     unk=tid("unk_token"), add_space_prefix=add_space_prefix)
+    return GGUFVocab(pre="default", tokens=tokens, types=type_list, merges=[], model="llama", scores=scores,
+                     add_space_prefix=add_space_prefix, **specials(folder, by_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kollm.interop.gguf_vocab import CONTROL, USER_DEFINED
+from kollm.interop.gguf_vocab_common import CONTROL, USER_DEFINED
 from kollm.special_tokens import PII_PLACEHOLDERS
 
 

@@ -8,10 +8,11 @@ refuse one it does not know (a wrong name tokenizes differently without any erro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from kollm.errors import KollmError
+from kollm.interop.gguf_spm_vocab import is_spm, read_spm_vocab
+from kollm.interop.gguf_vocab_common import CONTROL, NORMAL, USER_DEFINED, GGUFVocab, pad_to_rows, specials
 from kollm.special_tokens import PII_PLACEHOLDERS
 
 # Split regexes of foreign byte-level tokenizers (as their tokenizer.json spells them) -> llama.cpp pre name.
@@ -21,26 +22,6 @@ KNOWN_SPLIT_REGEXES = {
     _CONTRACTIONS + r"\p{N}{1,3}" + _TAIL: "llama-bpe",  # Llama 3
     _CONTRACTIONS + r"\p{N}" + _TAIL: "qwen2",  # Qwen2/2.5/3
 }
-
-# gguf.TokenType values (kept literal so this module does not import gguf)
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
-
-
-@dataclass
-class GGUFVocab:
-    pre: str
-    tokens: list[str]
-    types: list[int]
-    merges: list[str]
-    bos: int | None = None
-    eos: int | None = None
-    pad: int | None = None
-    add_bos: bool = False
-    chat_template: str | None = None
-    model: str = "gpt2"  # llama.cpp tokenizer family: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-    scores: list[float] | None = None  # "llama" only: merge priority
-    unk: int | None = None
-    add_space_prefix: bool = False
 
 
 def _pre_name(tok: dict, path: Path) -> str:
@@ -61,12 +42,6 @@ def _pre_name(tok: dict, path: Path) -> str:
                      "can name; export a byte-level GPT-2, Llama-3 or Qwen2 style tokenizer")
 
 
-def _token_text(value: object) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def read_vocab(folder: Path, vocab_size: int) -> GGUFVocab:
     """Tokens padded to the model's vocab size (embedding rows past the tokenizer become UNUSED pads)."""
     path = folder / "tokenizer.json"
@@ -74,10 +49,8 @@ def read_vocab(folder: Path, vocab_size: int) -> GGUFVocab:
         raise KollmError(f"{folder} has no tokenizer.json; GGUF export needs the model's byte-level BPE tokenizer "
                          "in the folder (kollm model folders carry one)")
     tok = json.loads(path.read_text(encoding="utf-8"))
-    from kollm.interop import gguf_spm_vocab  # it imports this module
-
-    if gguf_spm_vocab.is_spm(tok):
-        return gguf_spm_vocab.read_spm_vocab(tok, folder, vocab_size)
+    if is_spm(tok):
+        return read_spm_vocab(tok, folder, vocab_size)
     model = tok.get("model") or {}
     if model.get("type") != "BPE" or (tok.get("decoder") or {}).get("type") != "ByteLevel":
         raise KollmError(f"{path} is a {model.get('type')} tokenizer; GGUF export handles byte-level BPE and "
@@ -91,26 +64,6 @@ def read_vocab(folder: Path, vocab_size: int) -> GGUFVocab:
         # PII placeholders are content (masked text keeps them, output should show them): USER_DEFINED, which
         # llama.cpp always matches as one token and prints. Other specials (BOS/EOS/PAD/ChatML) are CONTROL.
         types[i] = CONTROL if added.get("special") and text not in PII_PLACEHOLDERS else USER_DEFINED
-    n = max(vocab_size, max(by_id) + 1)
-    if n > vocab_size:
-        raise KollmError(f"{path} has {n} tokens but the model has {vocab_size} embedding rows; they do not match")
-    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(n)]
-    type_list = [types.get(i, UNUSED) for i in range(n)]
+    tokens, type_list = pad_to_rows(by_id, types, vocab_size, path)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    ids = {t: i for i, t in by_id.items()}
-
-    def tid(key: str) -> int | None:
-        text = _token_text(cfg.get(key))
-        return ids.get(text) if text else None
-
-    post = json.dumps(tok.get("post_processor") or {})
-    bos = tid("bos_token")
-    add_bos = bool(cfg.get("add_bos_token", bos is not None and f'"id": "{by_id.get(bos)}"' in post))
-    template = cfg.get("chat_template")
-    if not template and (folder / "chat_template.jinja").is_file():  # where transformers 5 saves it
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    return GGUFVocab(pre=pre, tokens=tokens, types=type_list, merges=merges, bos=bos, eos=tid("eos_token"),
-                     pad=tid("pad_token"), add_bos=add_bos, chat_template=template)
+    return GGUFVocab(pre=pre, tokens=tokens, types=type_list, merges=merges, **specials(folder, by_id))

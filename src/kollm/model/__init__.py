@@ -1,4 +1,4 @@
-"""Decoder-only LMs with the Qwen3 layout (RMSNorm, rotary, QK-norm, SwiGLU) so checkpoints load in
+"""Stage 3: decoder-only LMs with the Qwen3 layout (RMSNorm, rotary, QK-norm, SwiGLU) so checkpoints load in
 `transformers` with no remote code."""
 
 from kollm.model.config import ModelConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config
+from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3Config
 from transformers.utils import logging as hf_logging
 
 from kollm.errors import KollmError
@@ -16,6 +16,7 @@ from kollm.files import atomic_dir
 from kollm.model.config import ModelConfig
 from kollm.model.gpt import KollmLM
 from kollm.runtime import pick_device, pick_dtype
+from kollm.tokenizer import load_tokenizer
 
 
 def hf_config(cfg: ModelConfig, bos: int | None, eos: int | None, pad: int | None) -> Qwen3Config:
@@ -95,8 +96,8 @@ def load_hf_causal_lm(path: str | Path, device: torch.device | None = None) -> t
     device = device or pick_device()
     if not sys.stderr.isatty():  # transformers' weight-loading bar redraws with "\r": noise in a log file
         hf_logging.disable_progress_bar()
+    tokenizer = load_tokenizer(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=pick_dtype(device))
     except (OSError, ValueError) as e:
         raise KollmError(f"cannot load {path} with transformers ({str(e).splitlines()[0]})") from None

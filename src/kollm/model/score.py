@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from kollm.errors import KollmError
+from kollm.special_tokens import encode_with_bos
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -41,11 +44,18 @@ def text_nll(
     device: str | torch.device = "cpu",
 ) -> tuple[float, int]:
     """Return (NLL in nats, UTF-8 bytes) of `texts`, each scored as its own document after BOS."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    # Every byte must be predicted from something, the first token too. A tokenizer without BOS (Qwen) gets EOS,
+    # which ended the document before in pretraining: lm-eval's HFLM scores rolling log-likelihood the same way
+    # (`prefix_token_id`), so bits-per-byte here and there agree. Dropping the first token instead would count its
+    # bytes with no loss and flatter exactly the models without a BOS.
+    start = [] if tokenizer.bos_token_id is not None else [tokenizer.eos_token_id]
+    if start == [None]:
+        raise KollmError("the tokenizer defines neither a BOS nor an EOS token, so the first token of a text has "
+                         "nothing to be predicted from; set bos_token or eos_token in its tokenizer_config.json")
     pairs, n_bytes = [], 0
     for text in texts:
         n_bytes += len(text.encode("utf-8"))
-        pairs += windows([bos, *tokenizer.encode(text, add_special_tokens=False)], ctx)
+        pairs += windows([*start, *encode_with_bos(tokenizer, text)], ctx)
     pairs.sort(key=lambda p: len(p[0]))  # similar lengths per batch -> little padding
     nll = 0.0
     for i in range(0, len(pairs), batch_size):

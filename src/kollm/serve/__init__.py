@@ -1,4 +1,4 @@
-"""Stage 6: generation and an OpenAI-compatible HTTP API."""
+"""Stage 7: generation and an OpenAI-compatible HTTP API, on an engine behind a written contract (client.py)."""
 
 from kollm.serve.config import ServeConfig
 

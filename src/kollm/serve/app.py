@@ -12,7 +12,6 @@ one (chunked bodies have no Content-Length to trust) is refused before anything 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -30,10 +29,12 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kollm.apikeys import bearer
 from kollm.errors import KollmError
 from kollm.runtime import release_memory
+from kollm.serve.client import EngineClient
 from kollm.serve.config import ServeConfig
-from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.engine import Engine
 from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import (
@@ -45,8 +46,8 @@ from kollm.serve.protocol import (
     TokenizeRequest,
 )
 from kollm.serve.sampling import SamplingParams
-from kollm.serve.structured import Grammars
-from kollm.special_tokens import IM_END
+from kollm.serve.sequence import Finish, Token
+from kollm.sse import sse_event
 
 
 class BadRequest(Exception):
@@ -66,7 +67,7 @@ def _busy(waiting: int) -> BadRequest:
                       "server_overloaded")
 
 
-def _params(engine: Engine, req: Sampling, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def _params(engine: EngineClient, req: Sampling, max_tokens: int, logprobs: int | None) -> SamplingParams:
     bias = {}
     for k, v in (req.logit_bias or {}).items():
         if not (k.isascii() and k.lstrip("-").isdigit() and len(k) < 12) or not 0 <= int(k) < engine.vocab:
@@ -87,14 +88,14 @@ def _params(engine: Engine, req: Sampling, max_tokens: int, logprobs: int | None
     )
 
 
-def _too_long(engine: Engine, n: int, max_tokens: int, at_least: bool = False) -> BadRequest:
+def _too_long(engine: EngineClient, n: int, max_tokens: int, at_least: bool = False) -> BadRequest:
     has = f"at least {n:,}" if at_least else f"{n}"
     return BadRequest(f"this model's maximum context length is {engine.max_len} tokens; the prompt has {has} tokens "
                       f"and max_tokens asks for {max_tokens} more: shorten the prompt or lower max_tokens",
                       "prompt" if n >= engine.max_len else "max_tokens", code="context_length_exceeded")
 
 
-def _check_context(engine: Engine, ids: list[int], max_tokens: int) -> None:
+def _check_context(engine: EngineClient, ids: list[int], max_tokens: int) -> None:
     if not ids:
         raise BadRequest("the prompt is empty; send at least one token", "prompt")
     if any(not 0 <= t < engine.vocab for t in ids):
@@ -108,14 +109,13 @@ class Runner:
     tokenises off the event loop; counts what /metrics reports, and refuses work (503) when too many requests
     already wait."""
 
-    def __init__(self, engine: Engine | None, max_waiting: int) -> None:
+    def __init__(self, engine: EngineClient | None, max_waiting: int) -> None:
         self.engine, self.max_waiting = engine, max_waiting
         self.metrics = Metrics(lambda: self.engine)
         self.waiting = 0
         self._lock = threading.Lock()
         # one thread: fast tokenizers are not safe to call from several threads at once, and one is plenty
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kollm-tokenize")
-        self._longest = 0
 
     async def off_loop(self, fn: Callable, *args: object, big: bool = False) -> object:
         """fn(*args) in the tokenizer thread: a long prompt never stalls the event loop (and /health with it);
@@ -130,12 +130,9 @@ class Runner:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def check_fits(self, text_bytes: int, max_tokens: int) -> None:
-        """Refuse, before tokenising it, text that cannot fit the context: no token is longer than the longest
-        piece of the vocabulary, so it has at least bytes / that many tokens."""
+        """Refuse, before tokenising it, text that cannot fit the context."""
         engine = self.engine
-        if not self._longest:
-            self._longest = max(map(len, engine.utf8.pieces), default=1) or 1
-        at_least = text_bytes // self._longest
+        at_least = engine.min_tokens(text_bytes)
         if at_least + max_tokens > engine.max_len:
             raise _too_long(engine, at_least, max_tokens, at_least=True)
 
@@ -260,7 +257,7 @@ class _Choice:
         return "".join(t.text for t in self.tokens)
 
 
-def _alternatives(engine: Engine, t: Token) -> list[tuple[str, bytes, float]]:
+def _alternatives(engine: EngineClient, t: Token) -> list[tuple[str, bytes, float]]:
     """A token's top alternatives as (token, bytes, logprob); inside a masked span every one shows the label."""
     if t.top is None:
         return []
@@ -269,7 +266,7 @@ def _alternatives(engine: Engine, t: Token) -> list[tuple[str, bytes, float]]:
     return [(*engine.token_piece(k), v) for k, v in t.top.items()]
 
 
-def _legacy_logprobs(engine: Engine, toks: list[Token], offset0: int = 0) -> dict:
+def _legacy_logprobs(engine: EngineClient, toks: list[Token], offset0: int = 0) -> dict:
     """The completions API's logprobs object: tokens, token_logprobs, top_logprobs, text_offset (where each
     token's text starts in the returned text: special tokens of an echoed prompt are zero-width)."""
     offsets, at = [], offset0
@@ -286,25 +283,16 @@ def _legacy_logprobs(engine: Engine, toks: list[Token], offset0: int = 0) -> dic
             "top_logprobs": tops}
 
 
-def _chat_logprobs(engine: Engine, toks: list[Token]) -> dict:
+def _chat_logprobs(engine: EngineClient, toks: list[Token]) -> dict:
     """Chat's logprobs: each token with its real bytes (joined, they are the content's UTF-8)."""
     return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes),
                          "top_logprobs": [{"token": s, "logprob": v, "bytes": list(b)}
                                           for s, b, v in _alternatives(engine, t)]} for t in toks]}
 
 
-# JSON leaves these raw, and line readers that split like str.splitlines (httpx's iter_lines) would cut the event
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def _sse(obj: dict | str) -> str:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS)
-    return f"data: {data}\n\n"
-
-
 def _sse_error(e: BaseException) -> str:
     """A stream that fails after its 200 ends with OpenAI's error object as its last event (then [DONE])."""
-    return _sse({"error": {"message": f"generation failed ({type(e).__name__}); the stream was not completed",
+    return sse_event({"error": {"message": f"generation failed ({type(e).__name__}); the stream was not completed",
                            "type": "server_error", "param": None, "code": None}})
 
 
@@ -356,8 +344,7 @@ class _Gate:
             return _error(413, self._too_big(), code="request_too_large")
         who = scope["client"][0] if scope.get("client") else "?"
         if self.guard is not None and path != "/health" and self.guard.enabled:
-            auth = headers.get("authorization", "")
-            who = self.guard.check(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+            who = self.guard.check(bearer(headers.get("authorization")))
             if who is None:
                 return _error(401, "missing or invalid API key; send Authorization: Bearer <key>",
                               code="invalid_api_key")
@@ -401,7 +388,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict]:
     return schema
 
 
-def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None, rate_limit: float = 0.0,
+def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard | None = None, rate_limit: float = 0.0,
                max_waiting: int = 64, max_body_bytes: int = 1 << 20, names: Sequence[str] = (),
                aliases: Sequence[str] = ()) -> FastAPI:
     """`engine`: an Engine, or a function that loads one (the port opens at once: /health answers 503 until the
@@ -410,7 +397,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
     request size; `names`: the model names served (the first is reported; default: the model folder's name);
     `aliases`: names also accepted (vLLM clients send the model's path)."""
     created = int(time.time())
-    runner = Runner(engine if isinstance(engine, Engine) else None, max_waiting)
+    runner = Runner(engine if isinstance(engine, EngineClient) else None, max_waiting)
     loading: dict = {"error": None}
 
     @asynccontextmanager
@@ -465,7 +452,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
     async def crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); the request was not completed")
 
-    def check_model(name: str | None) -> Engine:
+    def check_model(name: str | None) -> EngineClient:
         engine = runner.engine
         if name and name not in served() and name not in aliases:
             raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {served()}", "model", 404,
@@ -497,11 +484,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
 
     @app.get("/tokenizer_info")
     async def tokenizer_info() -> dict:
-        engine = runner.engine
-        tok = engine.tokenizer
-        return {"tokenizer_class": type(tok).__name__, "bos_token": tok.bos_token, "eos_token": tok.eos_token,
-                "pad_token": tok.pad_token, "add_bos_token": tok.bos_token is not None,
-                "chat_template": tok.chat_template, "model_max_length": engine.max_len}
+        return runner.engine.tokenizer_info()
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest, request: Request) -> Response:
@@ -536,12 +519,17 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         choices = [_Choice() for _ in jobs]
         if req.max_tokens and not await _collect(request, runner, jobs, choices):
             return Response(status_code=499)  # the client is gone: nobody reads this
-        out, n_out, chars_out = [], 0, 0
+        out, n_out, chars_out, scored = [], 0, 0, {}
         for k, c in enumerate(choices):
             ids, toks, finish = jobs[k][0], c.tokens, c.finish
             n_out += len(toks)
             if req.echo:
-                toks = await _echoed(runner, ids, jobs[k][1], c.tokens, finish == "length", req.logprobs)
+                toks = await runner.off_loop(engine.echo, ids, jobs[k][1], c.tokens, finish == "length")
+                if req.logprobs is not None:  # the prompt's scores: once per prompt, not per choice
+                    if k // req.n not in scored:
+                        scored[k // req.n] = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs)
+                    for t, sc in zip(toks, scored[k // req.n], strict=False):  # the first len(ids) are the prompt's
+                        t.logprob, t.top = (None, None) if sc is None else sc
                 finish = finish or "length"  # max_tokens 0: scored, nothing generated
             text = "".join(t.text for t in toks)
             chars_out += len(c.text)
@@ -556,11 +544,10 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         engine = check_model(req.model)
         grammar, rf = None, req.response_format
         if rf is not None and rf.type != "text":
-            try:
-                grammar = Grammars.grammar(rf.type, (rf.json_schema or {}).get("schema"))
+            try:  # the first one prepares the tokenizer for the grammar engine: seconds, off the event loop
+                grammar = await runner.off_loop(engine.grammar, rf.type, (rf.json_schema or {}).get("schema"))
             except ValueError as e:
                 raise BadRequest(str(e), "response_format") from None
-            await asyncio.to_thread(engine.grammars.prepare)  # once per server, off the event loop
         messages = [m.for_template() for m in req.messages]
         chars_in = sum(len(m["content"]) for m in messages)
         runner.check_capacity()
@@ -574,9 +561,7 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
         top = req.top_logprobs if req.top_logprobs is not None else 0
         p = _params(engine, req, max_tokens, top if req.logprobs else None)
         p.grammar = grammar
-        turn_end = engine.tokenizer.convert_tokens_to_ids(IM_END)
-        if isinstance(turn_end, int) and turn_end != engine.tokenizer.unk_token_id:
-            p.stop_token_ids.append(turn_end)  # kollm's ChatML turn ends with <|im_end|>, not EOS
+        p.stop_token_ids += engine.turn_end_ids()  # kollm's ChatML turn ends with <|im_end|>, not EOS
         runner.check_capacity()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         jobs = [(ids, p.for_choice(i)) for i in range(req.n)]
@@ -597,30 +582,13 @@ def create_app(engine: Engine | Callable[[], Engine], guard: Guard | None = None
     return app
 
 
-async def _echoed(runner: Runner, ids: list[int], p: SamplingParams, generated: list[Token], cut: bool,
-                  logprobs: int | None) -> list[Token]:
-    """The prompt's tokens then the generated ones, through one output processor: the echoed text, its offsets
-    and (with --mask-pii) its masks cover prompt and output as one text. Prompt tokens get their scores."""
-    engine = runner.engine
-    out = engine.output(p)
-    toks = out.begin(ids, echo=True)
-    for t in generated:
-        toks += out.push(t.id, t.logprob, t.top)
-    toks += out.finish(cut=cut)
-    if logprobs is not None:
-        scored = await asyncio.to_thread(engine.prompt_logprobs, ids, logprobs)
-        for t, s in zip(toks, scored, strict=False):  # the first len(ids) tokens are the prompt's
-            t.logprob, t.top = (None, None) if s is None else s
-    return toks
-
-
 async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]], jobs: list[Job],
                              req: CompletionRequest, chars_in: int, name: str) -> AsyncIterator[str]:
     engine = runner.engine
     n_out, chars_out = 0, [0] * len(jobs)
 
     def chunk(c: dict) -> str:
-        return _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
+        return sse_event({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
                      "choices": [c]})
 
     try:
@@ -636,9 +604,9 @@ async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]],
     except Exception as e:  # noqa: BLE001 - the 200 is sent: say so in the stream
         yield _sse_error(e)
     if req.stream_options and req.stream_options.include_usage:
-        yield _sse({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
+        yield sse_event({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
                     "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, sum(chars_out))})
-    yield _sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job], req: ChatRequest,
@@ -646,7 +614,7 @@ async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job]
     engine = runner.engine
 
     def chunk(choices: list, **extra: object) -> str:
-        return _sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
+        return sse_event({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": name, "choices": choices, **extra})
 
     for i in range(len(jobs)):
@@ -668,7 +636,7 @@ async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job]
         yield _sse_error(e)
     if req.stream_options and req.stream_options.include_usage:
         yield chunk([], usage=_usage(len(ids), n_out, chars_in, chars_out))
-    yield _sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 def run_server(cfg: ServeConfig) -> None:

@@ -1,14 +1,12 @@
 """API keys, stored hashed in SQLite (`kollm serve keys create|list|revoke`), and a per-key rate limit.
 
-A key is 32 random bytes (`kollm-...`): high entropy, so a plain SHA-256 is the right hash (a slow password hash
-buys nothing against guessing 256 bits, and would cost every request). The key itself is shown once, at
-creation; only its hash and a short prefix (to tell keys apart in `list`) are kept.
+A key is `kollm-` and 32 random bytes, hashed with plain SHA-256 (`kollm.apikeys`, shared with the Studio's app
+keys). The key itself is shown once, at creation; only its hash and a short prefix (to tell keys apart in `list`)
+are kept.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import sqlite3
 import threading
@@ -16,15 +14,12 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from kollm.apikeys import hash_key, new_key, same
 from kollm.errors import KollmError
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
     created REAL NOT NULL, revoked REAL)"""
-
-
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class KeyStore:
@@ -42,10 +37,11 @@ class KeyStore:
 
     def create(self, name: str) -> tuple[str, str]:
         """(key id, the key): the key is never stored, so this is the only time anyone sees it."""
-        key = "kollm-" + secrets.token_urlsafe(32)
+        key = new_key("kollm-")
         kid = secrets.token_hex(4)
         with closing(self._db()) as db, db:
-            db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)", (kid, name, key[:10], _hash(key), time.time()))
+            db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
+                       (kid, name, key[:10], hash_key(key), time.time()))
         return kid, key
 
     def list(self) -> list[dict]:
@@ -94,9 +90,9 @@ class Guard:
         """The caller's identity (a key hash), or None when the key is missing or wrong."""
         if not key:
             return None
-        if self.api_key and hmac.compare_digest(key, self.api_key):
-            return _hash(key)
-        h = _hash(key)
+        if self.api_key and same(key, self.api_key):
+            return hash_key(key)
+        h = hash_key(key)
         return h if h in self._current() else None
 
 

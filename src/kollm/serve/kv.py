@@ -158,32 +158,128 @@ class SlotCache:
         return new
 
 
+class Slots:
+    """Which request holds which cache slot. Decoding requests sit in slots 0..D-1, in order, so a decode step
+    attends over a view of the cache with no copy; prefilling ones follow, in D..D+P-1. Every change of place
+    moves the request's KV with it (`length`: its positions in the cache). The scheduler and the engine change
+    places only through here."""
+
+    def __init__(self, cache: SlotCache) -> None:
+        self.cache = cache
+        self.decoding: list = []
+        self.prefilling: list = []
+
+    def __len__(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    def slot(self, r: object) -> int:
+        for i, x in enumerate(self.decoding):
+            if x is r:
+                return i
+        return len(self.decoding) + self._index(self.prefilling, r)
+
+    def add(self, r: object, room: int) -> int:
+        """A new prefilling request in the next slot, with room for `room` positions; its slot."""
+        self.cache.reserve(len(self) + 1, room)
+        self.prefilling.append(r)
+        return len(self) - 1
+
+    def replace(self, old: object, new: object) -> None:
+        """`new` takes over `old`'s prefilling slot and KV (a follower of a cancelled prefill)."""
+        self.prefilling[self._index(self.prefilling, old)] = new
+
+    def promote(self, r: object) -> None:
+        """Prefilling r joins the decoding ones: it swaps slots with the first prefilling request."""
+        D, j = len(self.decoding), self._index(self.prefilling, r)
+        a = self.prefilling[0]
+        self.cache.swap(D, D + j, max(a.length, r.length))
+        self.prefilling[0], self.prefilling[j] = r, a
+        self.decoding.append(self.prefilling.pop(0))
+
+    def fork(self, r: object, src: object) -> None:
+        """A new decoding request whose KV is decoding `src`'s first `src.length` positions (a shared prompt)."""
+        D, P, n = len(self.decoding), len(self.prefilling), src.length
+        self.cache.reserve(D + P + 1, n + 1)
+        if P:  # the first prefilling request moves to the end to make room at slot D
+            self.cache.move(D, D + P, self.prefilling[0].length)
+            self.prefilling.append(self.prefilling.pop(0))
+        self.cache.move(self.slot(src), D, n)
+        self.decoding.append(r)
+
+    def remove(self, r: object) -> None:
+        """r leaves (finished, cancelled, failed): the last request of its kind moves into its place."""
+        if any(x is r for x in self.decoding):
+            i, last = self._index(self.decoding, r), len(self.decoding) - 1
+            self.cache.move(last, i, self.decoding[last].length)
+            self.decoding[i] = self.decoding[last]
+            self.decoding.pop()
+            if self.prefilling:  # the hole at slot `last` goes to the last prefilling request
+                self.cache.move(last + len(self.prefilling), last, self.prefilling[-1].length)
+                self.prefilling.insert(0, self.prefilling.pop())
+        elif any(x is r for x in self.prefilling):
+            D, j, last = len(self.decoding), self._index(self.prefilling, r), len(self.prefilling) - 1
+            self.cache.move(D + last, D + j, self.prefilling[last].length)
+            self.prefilling[j] = self.prefilling[last]
+            self.prefilling.pop()
+        if not len(self):
+            self.cache.shrink()
+
+    def clear(self) -> list:
+        """Everyone out (the step failed as a whole); who was in."""
+        out, self.decoding, self.prefilling = self.decoding + self.prefilling, [], []
+        return out
+
+    @staticmethod
+    def _index(rows: list, r: object) -> int:
+        return next(i for i, x in enumerate(rows) if x is r)
+
+
+PREFIX_BLOCK = 16  # tokens per block of the prefix index: prefixes are reused in whole blocks, as vLLM does
+
+
+def _blocks(ids: list[int] | tuple[int, ...], limit: int) -> list[int]:
+    """Chained hashes of the whole blocks of ids[:limit]: block k stands for the first (k+1)*PREFIX_BLOCK tokens."""
+    out, h = [], 0
+    for i in range(0, limit - limit % PREFIX_BLOCK, PREFIX_BLOCK):
+        h = hash((h, tuple(ids[i:i + PREFIX_BLOCK])))
+        out.append(h)
+    return out
+
+
 class PrefixStore:
     """KV of recent prompts, for reuse by the next prompt that starts the same way (Studio apps resend one long
-    few-shot prefix with every call). Least recently used first out, within `max_bytes`."""
+    few-shot prefix with every call). Least recently used first out, within `max_bytes`.
 
-    def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
-        self.max_bytes, self.min_tokens = max_bytes, min_tokens
+    Found through an index of chained block hashes (vLLM's prefix caching idea): a lookup hashes the prompt's
+    blocks and finds, by binary search, the deepest block the index holds: no stored prompt is compared token by
+    token under the engine lock (bench/serve_prefix.py: 1,000 entries)."""
+
+    def __init__(self, max_bytes: int, min_tokens: int = PREFIX_BLOCK) -> None:
+        self.max_bytes, self.min_tokens = max_bytes, max(min_tokens, PREFIX_BLOCK)
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.index: dict[int, set[tuple[int, ...]]] = {}  # block-chain hash -> entries that start that way
         self.bytes = 0
 
     def lookup(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """The longest stored prefix of `ids` usable for it (at most len(ids) - 1: the last prompt token must run
-        to give the first logits), with its KV."""
-        best, kv, key = 0, None, None
-        for toks, entry in self.entries.items():
-            n = 0
-            for a, b in zip(toks, ids, strict=False):
-                if a != b:
-                    break
-                n += 1
-            n = min(n, len(ids) - 1)
-            if n > best:
-                best, kv, key = n, entry, toks
-        if key is None or best < self.min_tokens:
+        """The longest stored prefix of `ids` in whole blocks (at most len(ids) - 1 tokens: the last prompt token
+        must run to give the first logits), with its KV. A binary search over the prompt's blocks: a prefix of a
+        stored prefix is stored too."""
+        chain = _blocks(ids, len(ids) - 1)
+        lo, hi = 0, len(chain)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if chain[mid - 1] in self.index:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
+            return 0, None
+        n = lo * PREFIX_BLOCK
+        key = next(iter(self.index[chain[lo - 1]]))  # any entry there holds these n tokens
+        if key[:n] != tuple(ids[:n]):  # a hash collision (2^-64): never reuse the wrong KV
             return 0, None
         self.entries.move_to_end(key)
-        return best, kv
+        return n, self.entries[key]
 
     def add(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         key = tuple(ids)
@@ -191,10 +287,23 @@ class PrefixStore:
         if len(ids) < self.min_tokens or size > self.max_bytes or key in self.entries:
             return
         self.entries[key] = kv
+        for h in _blocks(key, len(key)):
+            self.index.setdefault(h, set()).add(key)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            _, old = self.entries.popitem(last=False)
-            self.bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in old)
+            old, kv_old = self.entries.popitem(last=False)
+            self.bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in kv_old)
+            for h in _blocks(old, len(old)):
+                keys = self.index.get(h)
+                if keys is not None:
+                    keys.discard(old)
+                    if not keys:
+                        del self.index[h]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.index.clear()
+        self.bytes = 0
 
     def wants(self, ids: list[int]) -> bool:
         return self.max_bytes > 0 and len(ids) >= self.min_tokens and tuple(ids) not in self.entries

@@ -8,34 +8,37 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from kollm.serve.client import EngineClient
+
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class _EngineState:
-    """What the engine itself knows, read at scrape time: KV-cache use and prefix-cache hits (in tokens)."""
+    """What the engine itself knows, read at scrape time through the engine contract (serve/client.py)."""
 
-    def __init__(self, engine: Callable[[], object]) -> None:
+    def __init__(self, engine: Callable[[], EngineClient | None]) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[object]:
         e = self.engine()
         if e is None:  # still loading
             return
+        st = e.stats()
         yield GaugeMetricFamily("kollm:kv_cache_usage_perc", "KV-cache use (1 = the kv_cache_mb budget)",
-                                value=e.kv_usage())
+                                value=st.kv_usage)
         # memory the server holds beyond the weights (what its RSS grows by, each up to its budget)
         yield GaugeMetricFamily("kollm:kv_cache_bytes", "Bytes held by the running batch's KV slots",
-                                value=e.cache.nbytes())
+                                value=st.kv_bytes)
         yield GaugeMetricFamily("kollm:prefix_cache_bytes", "Bytes held by stored prompt prefixes (prefix_cache_mb)",
-                                value=e.prefixes.bytes)
+                                value=st.prefix_bytes)
         yield CounterMetricFamily("kollm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
-                                  value=e.stats["prefix_queries"])
+                                  value=st.prefix_queries)
         yield CounterMetricFamily("kollm:prefix_cache_hits", "Prompt tokens found in the prefix cache",
-                                  value=e.stats["prefix_hits"])
+                                  value=st.prefix_hits)
 
 
 class Metrics:
-    def __init__(self, engine: Callable[[], object] | None = None) -> None:
+    def __init__(self, engine: Callable[[], EngineClient | None] | None = None) -> None:
         self.registry = r = CollectorRegistry()  # one per app: tests start several servers in one process
         if engine is not None:
             r.register(_EngineState(engine))

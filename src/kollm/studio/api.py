@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from kollm.sse import sse_event
 from kollm.studio import store
 from kollm.studio.apps import SLUG, AppSpec
 from kollm.studio.db import App
-from kollm.studio.runner import Outcome, run_once, run_stream, sse
-from kollm.studio.security import bearer
-from kollm.studio.server import Forbidden, State
+from kollm.studio.runner import Outcome, run_once, run_stream
+from kollm.studio.security import app_key
+from kollm.studio.state import Forbidden, State
 from kollm.studio.store import NotFound
 
 router = APIRouter(prefix="/v1/apps")
@@ -41,7 +42,7 @@ def _guard(request: Request, s: Session, slug: str) -> App:
             app = store.get_app(s, slug)
         except NotFound:
             app = None
-    if app is None or not store.key_ok(s, app, bearer(request)):
+    if app is None or not store.key_ok(s, app, app_key(request)):
         raise Forbidden("a valid key for this app is required: send Authorization: Bearer <app key>", 401)
     return app
 
@@ -80,8 +81,8 @@ async def run(request: Request, slug: str, req: RunRequest) -> Response:
             async for ev in chained():
                 if ev["type"] in ("done", "error"):
                     log(Outcome(**{k: x for k, x in ev.items() if k in Outcome.__dataclass_fields__}))
-                yield sse({**head, **ev})
-            yield sse("[DONE]")
+                yield sse_event({**head, **ev})
+            yield sse_event("[DONE]")
 
         return StreamingResponse(body(), media_type="text/event-stream")
     out = await run_once(st.client, spec, inputs, req.model or "")

@@ -24,17 +24,20 @@ MAX_TEXT = 20_000  # characters of any one field: a prompt app is not a document
 
 @dataclass
 class Params:
-    temperature: float = 0.7
-    top_p: float = 0.9
+    # None: not sent, so the server applies the model's own default (its generation_config.json, the one home of
+    # sampling defaults); a number is the app's deliberate choice (0 = greedy). Versions saved before this held
+    # numbers and keep them.
+    temperature: float | None = None
+    top_p: float | None = None
     top_k: int = 0  # 0: off
     repetition_penalty: float = 1.0
     max_tokens: int = 128
     stop: list[str] = field(default_factory=list)
 
     def check(self) -> None:
-        if not 0.0 <= self.temperature <= 2.0:
-            raise KollmError("temperature must be between 0 and 2")
-        if not 0.0 < self.top_p <= 1.0:
+        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
+            raise KollmError("temperature must be between 0 and 2 (or empty: the model's default)")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise KollmError("top-p must be greater than 0 and at most 1")
         if self.top_k < 0:
             raise KollmError("top-k must be 0 (off) or a positive number")
@@ -144,11 +147,16 @@ def spec_text(spec: AppSpec) -> list[str]:
     for i, ex in enumerate(spec.examples, 1):
         ins = ", ".join(f"{k}={v!r}" for k, v in ex.get("inputs", {}).items())
         lines.append(f"{i}. {ins} -> {ex.get('output', '')!r}")
-    lines += ["", "[parameters]", f"temperature: {p.temperature}", f"top_p: {p.top_p}", f"top_k: {p.top_k}",
+    lines += ["", "[parameters]", f"temperature: {_or_default(p.temperature)}", f"top_p: {_or_default(p.top_p)}",
+              f"top_k: {p.top_k}",
               f"repetition_penalty: {p.repetition_penalty}", f"max_tokens: {p.max_tokens}",
               f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}", "",
               "[json_schema]", *spec.json_schema.splitlines()]
     return lines
+
+
+def _or_default(value: float | None) -> str:
+    return "model default" if value is None else str(value)
 
 
 def diff(old: AppSpec | None, new: AppSpec, old_name: str = "previous", new_name: str = "this") -> list[str]:

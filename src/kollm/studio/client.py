@@ -36,11 +36,16 @@ def root_url(model_url: str) -> str:
 
 def request_body(spec: AppSpec, prompt: str | list[dict], model: str, stream: bool) -> dict:
     """The OpenAI request for a rendered prompt (str: completions; messages: chat), with the version's parameters.
-    Only parameters that differ from "off" are sent: servers disagree on what top_k=0 means."""
+    Only parameters that differ from "off" are sent: servers disagree on what top_k=0 means. Temperature and top-p
+    are sent only when the version sets them; left out, the server uses the model's own defaults."""
     p = spec.params
-    body: dict = {"temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens, "stream": stream}
+    body: dict = {"max_tokens": p.max_tokens, "stream": stream}
     if model:
         body["model"] = model
+    if p.temperature is not None:
+        body["temperature"] = p.temperature
+    if p.top_p is not None:
+        body["top_p"] = p.top_p
     if p.top_k > 0:
         body["top_k"] = p.top_k
     if p.repetition_penalty != 1.0:
@@ -102,7 +107,7 @@ class ModelClient:
                 if r.status_code != 200:
                     raise ModelError(_upstream_message(r.status_code, (await r.aread()).decode("utf-8", "replace")),
                                      r.status_code)
-                async for line in r.aiter_lines():
+                async for line in _lines(r):
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -145,6 +150,19 @@ class ModelClient:
                              "completion") from None
         u = out.get("usage") or {}
         return text or "", Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u)
+
+
+async def _lines(r: httpx.Response) -> AsyncIterator[str]:
+    """An event stream's lines, split only at line feeds (an optional CR before one dropped). Not aiter_lines: it
+    also splits at U+0085, U+2028 and U+2029, which a server writing JSON as raw UTF-8 leaves inside an event, and
+    the two halves of that event would be dropped as unreadable."""
+    rest = ""
+    async for text in r.aiter_text():
+        *lines, rest = (rest + text).split("\n")
+        for line in lines:
+            yield line.removesuffix("\r")
+    if rest:
+        yield rest.removesuffix("\r")
 
 
 def _error_text(err: object) -> str:

@@ -102,7 +102,3 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     out.latency_ms = (time.perf_counter() - t) * 1000
     finish(spec, "".join(parts), out)
     yield {"type": "done", **out.to_dict()}
-
-
-def sse(event: dict | str) -> str:
-    return f"data: {event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)}\n\n"

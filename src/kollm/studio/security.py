@@ -4,20 +4,20 @@
 - Sessions are Starlette's signed cookie (HttpOnly, SameSite=Lax) with a secret made once under --data.
 - Every state-changing UI request carries the session's CSRF token (a form field or the X-CSRF-Token header),
   compared in constant time: SameSite=Lax alone still lets a same-site page or an old browser post forms.
-- App keys are 32 random bytes: a plain SHA-256 suffices (nobody guesses 256 bits), and it is cheap on every call.
-  The key is shown once; only its hash and a short prefix are stored.
+- App keys are `kst-` and 32 random bytes, hashed with plain SHA-256 (`kollm.apikeys`, shared with `kollm serve`'s
+  keys). The key is shown once; only its hash and a short prefix are stored.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 from pathlib import Path
 
 from starlette.requests import Request
 
+from kollm.apikeys import bearer, hash_key, new_key, same
 from kollm.errors import KollmError
 
 _N, _R, _P = 2**14, 8, 1
@@ -38,7 +38,7 @@ def check_password(password: str, stored: str) -> bool:
                              dklen=len(h) // 2)
     except (ValueError, TypeError):
         return False
-    return hmac.compare_digest(got.hex(), h)
+    return same(got.hex(), h)
 
 
 def check_new_password(password: str, confirm: str) -> None:
@@ -46,6 +46,13 @@ def check_new_password(password: str, confirm: str) -> None:
         raise KollmError(f"the password needs at least {MIN_PASSWORD} characters")
     if password != confirm:
         raise KollmError("the two passwords differ; type the same password twice")
+
+
+def password_mark(stored: str) -> str:
+    """What ties a session to the password it logged in with, so that changing the password ends every other
+    session (a signed cookie has no server-side record to revoke). Taken from the stored hash, whose salt is
+    random: the cookie (signed, not encrypted) tells its reader nothing about the password."""
+    return hashlib.sha256(stored.encode("utf-8")).hexdigest()[:16]
 
 
 def session_secret(data: Path) -> str:
@@ -70,21 +77,15 @@ def csrf_token(request: Request) -> str:
 
 def csrf_ok(request: Request, sent: str | None) -> bool:
     expected = request.session.get("csrf")
-    return bool(expected and sent) and hmac.compare_digest(str(expected), str(sent))
+    return bool(expected and sent) and same(str(expected), str(sent))
 
 
 def new_app_key() -> tuple[str, str, str]:
     """(key, prefix, sha256 hex). The key goes to the user once; prefix and hash go to the database."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = new_key(KEY_PREFIX)
     return key, key[:10], hash_key(key)
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or None
+def app_key(request: Request) -> str | None:
+    """The key a caller sent: `Authorization: Bearer <key>`, or `X-API-Key: <key>`."""
+    return bearer(request.headers.get("authorization")) or request.headers.get("x-api-key") or None

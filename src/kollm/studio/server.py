@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -17,39 +16,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader
-from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from kollm.errors import KollmError
+from kollm.studio import api, web
 from kollm.studio.client import ModelClient, ModelError
 from kollm.studio.config import StudioConfig
 from kollm.studio.db import open_db
-from kollm.studio.security import csrf_token, session_secret
-from kollm.studio.store import NotFound
+from kollm.studio.security import check_new_password, csrf_token, hash_password, session_secret
+from kollm.studio.state import Forbidden, Redirect, State
+from kollm.studio.store import NotFound, get_setting, set_setting
 
 log = logging.getLogger("kollm.studio")
 PACKAGE = Path(str(resources.files("kollm.studio")))
-
-
-class Redirect(Exception):
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-
-class Forbidden(Exception):
-    def __init__(self, message: str, status: int = 403) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
-@dataclass
-class State:
-    cfg: StudioConfig
-    db: sessionmaker
-    client: ModelClient
-    env: Environment
-    failed_logins: list[float] = field(default_factory=list)  # monotonic times of recent wrong passwords
 
 
 def wants_json(request: Request) -> bool:
@@ -133,16 +113,12 @@ async def security_headers(request: Request, call_next: object) -> Response:
 def create_studio(cfg: StudioConfig, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The Studio app for `cfg` (database migrated, admin password set when the config gives one).
     `transport` replaces the network for the model calls (tests)."""
-    from kollm.studio import api, web
-    from kollm.studio.security import check_new_password, hash_password
-    from kollm.studio.store import get_setting, set_setting
-
     data = Path(cfg.data).expanduser()
     data.mkdir(parents=True, exist_ok=True)
     db = open_db(cfg.url())
     if cfg.admin_password:
         with db() as s:
-            if get_setting(s, "admin_password") is None:  # first start only: a later change is made in the UI
+            if get_setting(s, "admin_password") is None:  # first start only: later, /password changes it
                 check_new_password(cfg.admin_password, cfg.admin_password)
                 set_setting(s, "admin_password", hash_password(cfg.admin_password))
     env = Environment(loader=FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,

@@ -8,11 +8,12 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from kollm.apikeys import hash_key
 from kollm.errors import KollmError
 from kollm.studio.apps import LABELS, AppSpec, check_slug
 from kollm.studio.db import App, AppKey, Label, Setting, TestRun, TestSet, UsageLog, Version
 from kollm.studio.runner import Outcome
-from kollm.studio.security import hash_key, new_app_key
+from kollm.studio.security import new_app_key
 
 
 class NotFound(KollmError):

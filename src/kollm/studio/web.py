@@ -1,6 +1,6 @@
-"""The Studio's pages: setup and login, apps, the editor with its playground, versions and diffs, labels, side by
-side, keys, usage logs, test sets and runs. Server-rendered (Jinja2, autoescaped); `static/studio.js` only streams
-the playground and runs the side-by-side panes.
+"""The Studio's pages: setup, login and the password change, apps, the editor with its playground, versions and
+diffs, labels, side by side, keys, usage logs, test sets and runs. Server-rendered (Jinja2, autoescaped);
+`static/studio.js` only streams the playground and runs the side-by-side panes.
 
 Every POST checks the session's CSRF token. Handlers are async because they read forms and call the model; their
 database calls are short and run inline."""
@@ -17,16 +17,17 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
 from kollm.errors import KollmError
+from kollm.sse import sse_event
 from kollm.studio import store
 from kollm.studio.apps import LABELS, MODES, AppSpec, Params, check_slug, diff
 from kollm.studio.builtin import TEMPLATES, builtin_items, template
-from kollm.studio.runner import Outcome, run_stream, sse
-from kollm.studio.security import check_new_password, check_password, csrf_ok, csrf_token, hash_password
-from kollm.studio.server import Forbidden, Redirect, State
+from kollm.studio.runner import Outcome, run_stream
+from kollm.studio.security import check_new_password, check_password, csrf_ok, csrf_token, hash_password, password_mark
+from kollm.studio.state import Forbidden, Redirect, State
 from kollm.studio.testsets import METRICS, compare, export, parse_upload, run_items, summarize
 
 router = APIRouter()
-LOGIN_ATTEMPTS = 10  # wrong passwords per minute before /login refuses for the rest of that minute
+LOGIN_ATTEMPTS = 10  # wrong passwords per minute before /login and /password refuse for the rest of it
 
 
 def _state(request: Request) -> State:
@@ -39,13 +40,30 @@ def db(request: Request) -> Iterator[Session]:
 
 
 def login(request: Request, s: Session = Depends(db)) -> str:
-    """The logged-in user; redirects to /setup (no admin password yet) or /login."""
-    if store.get_setting(s, "admin_password") is None:
+    """The logged-in user; redirects to /setup (no admin password yet) or /login (also a session that logged in
+    with a password changed since)."""
+    stored = store.get_setting(s, "admin_password")
+    if stored is None:
         raise Redirect("/setup")
     user = request.session.get("user")
-    if not user:
+    if not user or request.session.get("password") != password_mark(stored):
         raise Redirect("/login")
     return user
+
+
+def _start_session(request: Request, stored: str) -> None:
+    request.session.clear()  # a new session (and CSRF token) at every login: no session fixation
+    request.session.update(user="admin", password=password_mark(stored))
+
+
+def _guessing(st: State) -> list[float]:
+    """The recent wrong passwords (at login or as the current password on /password), refusing when there are
+    too many. One admin account: a global limit slows guessing without per-IP state."""
+    now = time.monotonic()
+    fails = st.failed_logins = [t for t in st.failed_logins if now - t < 60]
+    if len(fails) >= LOGIN_ATTEMPTS:
+        raise Forbidden("too many wrong passwords; wait a minute and try again", 429)
+    return fails
 
 
 async def posted(request: Request) -> FormData:
@@ -77,12 +95,18 @@ def _int(value: object, what: str) -> int:
         raise KollmError(f"{what} must be a whole number, got {value!r}") from None
 
 
-def _float(form: FormData, name: str, default: float) -> float:
+def _optional(form: FormData, name: str) -> float | None:
+    """A number field; None when left empty."""
     v = str(form.get(name, "") or "").strip()
     try:
-        return float(v) if v else default
+        return float(v) if v else None
     except ValueError:
         raise KollmError(f"{name.replace('_', ' ')} must be a number, got {v!r}") from None
+
+
+def _float(form: FormData, name: str, default: float) -> float:
+    v = _optional(form, name)
+    return default if v is None else v
 
 
 def _unescape(line: str) -> str:
@@ -97,7 +121,8 @@ def _escape(stop: str) -> str:
 def spec_from_form(form: FormData) -> AppSpec:
     """The editor form as an AppSpec: text fields, parameters, and the examples table (`ex-<row>-<column>`)."""
     d = Params()
-    params = Params(temperature=_float(form, "temperature", d.temperature), top_p=_float(form, "top_p", d.top_p),
+    # temperature and top-p left empty: the model's default (not sent); see Params
+    params = Params(temperature=_optional(form, "temperature"), top_p=_optional(form, "top_p"),
                     top_k=int(_float(form, "top_k", d.top_k)),
                     repetition_penalty=_float(form, "repetition_penalty", d.repetition_penalty),
                     max_tokens=int(_float(form, "max_tokens", d.max_tokens)),
@@ -134,9 +159,9 @@ async def setup(request: Request, s: Session = Depends(db)) -> Response:
         raise Forbidden("the admin password is already set; log in")
     password = str(form.get("password", ""))
     check_new_password(password, str(form.get("confirm", "")))
-    store.set_setting(s, "admin_password", hash_password(password))
-    request.session.clear()
-    request.session["user"] = "admin"
+    stored = hash_password(password)
+    store.set_setting(s, "admin_password", stored)
+    _start_session(request, stored)
     return _see("/")
 
 
@@ -153,17 +178,34 @@ async def login_post(request: Request, s: Session = Depends(db)) -> Response:
     stored = store.get_setting(s, "admin_password")
     if stored is None:
         return _see("/setup")
-    st = _state(request)
-    now = time.monotonic()
-    fails = st.failed_logins = [t for t in st.failed_logins if now - t < 60]
-    if len(fails) >= LOGIN_ATTEMPTS:  # one admin account: a global limit slows guessing without per-IP state
-        raise Forbidden("too many wrong passwords; wait a minute and try again", 429)
+    fails = _guessing(_state(request))
     if not check_password(str(form.get("password", "")), stored):
-        fails.append(now)
+        fails.append(time.monotonic())
         return page(request, "login.html", 401, error="wrong password")
-    request.session.clear()  # a new session (and CSRF token) at login: no session fixation
-    request.session["user"] = "admin"
+    _start_session(request, stored)
     return _see("/")  # always home: a ?next= parameter would be an open redirect
+
+
+@router.get("/password", response_class=HTMLResponse)
+def password_page(request: Request, changed: bool = False, user: str = Depends(login)) -> Response:
+    return page(request, "password.html", changed=changed)
+
+
+@router.post("/password")
+async def change_password(request: Request, user: str = Depends(login), s: Session = Depends(db)) -> Response:
+    """A new admin password, given the current one (a session left open is not enough to take the account).
+    Every other session ends; this one continues in a new session."""
+    form = await posted(request)
+    fails = _guessing(_state(request))
+    if not check_password(str(form.get("current", "")), store.get_setting(s, "admin_password") or ""):
+        fails.append(time.monotonic())
+        return page(request, "password.html", 400, error="the current password is wrong")
+    password = str(form.get("password", ""))
+    check_new_password(password, str(form.get("confirm", "")))
+    stored = hash_password(password)
+    store.set_setting(s, "admin_password", stored)
+    _start_session(request, stored)
+    return _see("/password?changed=1")
 
 
 @router.post("/logout")
@@ -261,14 +303,14 @@ async def playground(request: Request, slug: str, user: str = Depends(login), s:
     first = await anext(events)  # renders the prompt: a missing input is a 400 here, before the stream starts
 
     async def body() -> object:
-        yield sse(first)
+        yield sse_event(first)
         async for ev in events:
             if ev["type"] in ("done", "error"):
                 with st.db() as s2:
                     store.log_usage(s2, store.get_app(s2, slug), number, "playground",
                                     Outcome(**{k: v for k, v in ev.items() if k in Outcome.__dataclass_fields__}))
-            yield sse(ev)
-        yield sse("[DONE]")
+            yield sse_event(ev)
+        yield sse_event("[DONE]")
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 

@@ -11,29 +11,17 @@ inference is measured by `bench/tokenizer.py` (see docs/tokenizer.md).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from tokenizers import Tokenizer, pre_tokenizers
 
+from kollm.kiwi import kiwi
 from kollm.progress import Progress
 from kollm.tokenizer.bbpe import inference_pre_tokenizer
 
 # Private-use characters: never produced by Kiwi and (checked per corpus) absent from the text.
 SENTINEL_CANDIDATES = ("\ue000", "\ue001", "\uf8ff", "\U000f0000", "\U0010fffd")
-
-
-def get_kiwi(threads: int = 0) -> Any:
-    """One Kiwi per thread count for the whole process (loading its model takes ~2 s and ~100 MB)."""
-    return _kiwi(int(threads))
-
-
-@functools.lru_cache(maxsize=4)
-def _kiwi(threads: int) -> Any:
-    from kiwipiepy import Kiwi
-
-    return Kiwi(num_workers=threads if threads > 0 else -1)
 
 
 def boundaries(tokens: Iterable[Any], text: str) -> list[int]:
@@ -56,8 +44,7 @@ def boundaries(tokens: Iterable[Any], text: str) -> list[int]:
 
 def split_morphemes(texts: Sequence[str], threads: int = 0, progress: bool = True) -> Iterator[list[str]]:
     """Yield each text cut into surface pieces at morpheme boundaries (''.join(pieces) == text)."""
-    kiwi = get_kiwi(threads)
-    results = kiwi.tokenize(iter(texts))
+    results = kiwi(threads).tokenize(iter(texts))
     for text, tokens in Progress(zip(texts, results, strict=True), total=len(texts), desc="kiwi morphemes",
                              disable=not progress, unit="doc"):
         cuts = [0, *boundaries(tokens, text), len(text)]

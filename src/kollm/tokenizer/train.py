@@ -21,6 +21,8 @@ from kollm.special_tokens import BOS, CHAT_TEMPLATE, EOS, PAD
 from kollm.tokenizer.bbpe import BYTE_ALPHABET, train_bbpe
 from kollm.tokenizer.config import METHODS, TokenizerConfig
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
 
 def check_config(cfg: TokenizerConfig) -> None:
     if cfg.method not in METHODS:
@@ -83,8 +85,23 @@ def save_tokenizer(tok: Tokenizer, out_dir: str | Path) -> PreTrainedTokenizerFa
     return hf
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str | Path, add_bos: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer in a folder (kollm's or any Hugging Face model's): kollm's one tokenizer loader.
+
+    kollm places BOS itself (`special_tokens.encode_with_bos`), so the folder's own `encode` is kept as it is.
+    `add_bos=True` is for code that encodes through the tokenizer instead (lm-eval): its plain `tok(text)` then
+    starts with BOS exactly when the tokenizer defines one - the same rule - checked rather than assumed.
+    """
     path = Path(path)
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise KollmError(f"{path} has no tokenizer.json; pass a Hugging Face model or tokenizer folder")
-    return AutoTokenizer.from_pretrained(str(path))
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise KollmError(f"{path} has no tokenizer (tokenizer.json); pass a Hugging Face model or tokenizer folder, "
+                         "or copy the tokenizer files into it (kollm train export writes them)")
+    try:
+        # add_bos_token=True rebuilds the post-processor; transformers turns it off again when there is no BOS
+        tok = AutoTokenizer.from_pretrained(str(path), **({"add_bos_token": True} if add_bos else {}))
+    except (OSError, ValueError) as e:
+        raise KollmError(f"cannot load the tokenizer in {path} ({str(e).splitlines()[0]})") from None
+    if add_bos and tok.bos_token_id is not None and tok("가").input_ids[:1] != [tok.bos_token_id]:
+        raise KollmError(f"the tokenizer in {path} does not prepend its BOS token even with add_bos_token=True; "
+                         "set add_bos_token in its tokenizer_config.json")
+    return tok

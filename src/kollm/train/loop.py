@@ -19,6 +19,7 @@ from kollm.model import KollmLM, ModelConfig
 from kollm.model.score import bits_per_byte
 from kollm.progress import progress
 from kollm.runtime import check_compiler, configure, pick_dtype
+from kollm.special_tokens import encode_with_bos
 from kollm.train import checkpoint as ckpt
 from kollm.train.config import TrainConfig
 from kollm.train.data import BatchSampler, check_shards, is_shard_folder, open_token_segments, tokenize_stream
@@ -162,15 +163,14 @@ class Trainer:
     @torch.no_grad()
     def sample(self) -> str:
         """Greedy continuation of a fixed prompt: a human check that the model learns the language."""
-        ids = self.tokenizer.encode(SAMPLE_PROMPT, add_special_tokens=False)
-        bos = self.tokenizer.bos_token_id
-        x = torch.tensor([[bos, *ids] if bos is not None else ids], device=self.device)
+        ids = encode_with_bos(self.tokenizer, SAMPLE_PROMPT)
+        x = torch.tensor([ids], device=self.device)
         self.model.eval()
         for _ in range(self.cfg.sample_tokens):
             logits = self.model(x[:, -self.model_cfg.max_seq_len:])
             x = torch.cat([x, logits[:, -1:].argmax(-1)], dim=1)
         self.model.train()
-        return SAMPLE_PROMPT + self.tokenizer.decode(x[0, len(ids) + (bos is not None):].tolist())
+        return SAMPLE_PROMPT + self.tokenizer.decode(x[0, len(ids):].tolist())
 
     def evaluate(self) -> float:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):

@@ -31,6 +31,25 @@ DATA = Path(__file__).resolve().parent / "data"
 FEWSHOT_POOL = 16
 TOPICS = ["IT과학", "경제", "사회", "생활문화", "세계", "스포츠", "정치"]  # KLUE YNAT's label order
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet"}
+# what each task's `_norm_*` reads from an item, for the error that names a missing or bad field
+FIELDS = {
+    "sentiment": "text (or document) and label (0/1)",
+    "topic": f"title and label (one of {'/'.join(TOPICS)}, or its index)",
+    "sts": "sentence1, sentence2 and label (0/1; or labels.binary-label, or a score 0-5)",
+    "qa": "context, question and answers ({\"text\": [...]}); title optional",
+    "query_correction": "query and target",
+    "review_summary": "review and summary",
+    "promo_copy": "product, event, keywords (a list), min_chars and max_chars; example optional",
+}
+_FORMATS = {"json": "one JSON object per line", "csv": "a header row, then one item per row",
+            "parquet": "a Parquet table"}
+
+
+def _cause(e: BaseException) -> str:
+    """The parser's own message: datasets wraps it in a DatasetGenerationError (one level; below it lie the
+    fallback parsers' errors, which say less)."""
+    e = e.__cause__ or e.__context__ or e
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
 
 
 # --- loading ------------------------------------------------------------------------------------------------
@@ -46,7 +65,14 @@ def _local(files: str | list | dict) -> datasets.DatasetDict:
         for p in f if isinstance(f, list) else [f]:
             if not Path(p).is_file():
                 raise KollmError(f"task data file {p} not found; pass an existing file in data_files")
-    return datasets.load_dataset(_BUILDERS[suffix], data_files=files, **kw)
+            if Path(p).stat().st_size == 0:
+                raise KollmError(f"task data file {p} is empty; give a file with at least one item")
+    try:
+        dd = datasets.load_dataset(_BUILDERS[suffix], data_files=files, **kw)
+    except (datasets.exceptions.DatasetsError, ValueError, TypeError) as e:  # bad JSON, a ragged CSV row, ...
+        raise KollmError(f"task data {first}: cannot read it as {suffix} ({_cause(e)}); fix the file: "
+                         f"{_FORMATS[_BUILDERS[suffix]]}") from None
+    return dd
 
 
 def hub_unreachable_message(dataset_id: str) -> str:
@@ -76,8 +102,10 @@ def _hub(dataset_id: str, name: str | None) -> datasets.DatasetDict:
         raise KollmError(f"cannot load dataset {dataset_id!r} from the hub ({str(e).splitlines()[0]})") from e
 
 
-def _splits(dd: datasets.DatasetDict, pool: int) -> datasets.DatasetDict:
+def _splits(dd: datasets.DatasetDict, pool: int, source: str) -> datasets.DatasetDict:
     """{"fewshot", "test"}: named splits when the data has them, else the first `pool` items as shots."""
+    if not dd or not any(len(split) for split in dd.values()):
+        raise KollmError(f"task data {source}: no items; give a file with at least one item")
     test = next((dd[s] for s in ("test", "validation") if s in dd), None)
     shots = next((dd[s] for s in ("fewshot", "train", "dev") if s in dd), None)
     if test is None or shots is None:
@@ -92,13 +120,29 @@ def _load(task: str, norm: Callable[[dict], dict], data_files: str | list | dict
           **_ignored: Any) -> datasets.DatasetDict:
     # `_ignored`: lm-eval passes the task's metadata (version, config_source, model args) as keywords too
     if data_files:
-        dd = _local(data_files)
+        dd, source = _local(data_files), str(data_files)
     elif hf_dataset:
-        dd = _hub(hf_dataset, hf_name)
+        dd, source = _hub(hf_dataset, hf_name), f"hub dataset {hf_dataset!r}"
     else:
-        dd = _local(str(DATA / f"{task}.jsonl"))
-    dd = _splits(dd, int(fewshot_pool))
-    return dd.map(norm, remove_columns=[c for c in dd["test"].column_names if c not in ("id",)])
+        source = str(DATA / f"{task}.jsonl")
+        dd = _local(source)
+    dd = _splits(dd, int(fewshot_pool), source)
+    return dd.map(_checked(task, norm, source), remove_columns=[c for c in dd["test"].column_names if c not in ("id",)])
+
+
+def _checked(task: str, norm: Callable[[dict], dict], source: str) -> Callable[[dict], dict]:
+    """`norm`, with a missing field or a bad value as a one-line KollmError naming the item and the fields."""
+
+    def run(d: dict) -> dict:
+        try:
+            return norm(d)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            what = (f"has no field {e.args[0]!r}" if isinstance(e, KeyError) and e.args
+                    else f"has a bad value ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            item = f"item with id {d['id']!r}" if d.get("id") is not None else "an item"
+            raise KollmError(f"task data {source}: {item} {what}; kollm_{task} items need {FIELDS[task]}") from None
+
+    return run
 
 
 # --- public formats onto the shipped fields ----------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""Running the model for one engine step: a packed prefill (chunks of several prompts back to back in one row, each
+writing its own slot of the cache) or a batched decode (one new token for each of slots 0..B-1).
+
+For Llama, Qwen2, Qwen3 and Gemma 3 the forward is the engine's own (serve/forward.py: fused GEMMs on the model's
+weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward with MKL-packed
+weights, to which the runner gives the positions, the attention masks (the one rule in kv.allowed, per layer type)
+and the slot cache. Both write to the same cache (kv.SlotCache).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kollm.serve.forward import Forward
+from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
+from kollm.serve.packed import pack_linears
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, cache: SlotCache) -> None:
+        self.model, self.cache = model, cache
+        self.device = next(model.parameters()).device
+        self.forward = Forward.build(model)
+        if self.forward is None:  # float32 on an x86 CPU: ~2x the batched decode (serve/packed.py)
+            pack_linears(model)
+        mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        # sliding-window layers (Gemma 3) get their own mask; eager attention wants additive masks
+        self.window = max(windows(mc), default=0)
+        self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
+
+    def prefill(self, segments: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+        """Logits [len(segments), vocab] at the last token of each chunk; a segment is (slot, start, chunk ids):
+        the chunk's tokens sit at positions start.. of that slot's sequence."""
+        ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
+        for j, (_, start, chunk) in enumerate(segments):
+            n = len(chunk)
+            ids += chunk
+            qpos += range(start, start + n)
+            kpos += range(start + n)
+            qseg += [j] * n
+            kseg += [j] * (start + n)
+            last.append(len(ids) - 1)
+        dev = self.device
+        q, rows = torch.tensor(qpos, device=dev), torch.tensor(last, device=dev)
+        self.cache.plan = Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments])
+        self.cache.reserve(max(slot for slot, _, _ in segments) + 1,
+                           max(start + len(chunk) for _, start, chunk in segments) + 1)
+        if self.forward is not None:
+            return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache, rows)
+        k = torch.tensor(kpos, device=dev)
+        same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
+        return self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
+                          attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
+                          logits_to_keep=rows).logits[0].float()
+
+    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
+        """Logits [B, vocab] for one new token in each of slots 0..B-1, written at its position."""
+        dev = self.device
+        pos = torch.tensor(positions, device=dev)
+        length = int(pos.max()) + 1
+        self.cache.reserve(len(tokens), length)
+        self.cache.plan = Decode(pos, length)
+        ids = torch.tensor(tokens, device=dev)
+        if self.forward is not None:
+            return self.forward(ids, pos, self.cache.plan, self.cache)
+        k = torch.arange(length, device=dev)
+        return self.model(input_ids=ids[:, None], position_ids=pos[:, None],
+                          attention_mask=self._masks(pos[:, None], k[None].expand(len(tokens), -1), None),
+                          cache=self.cache, use_cache=True).logits[:, -1].float()
+
+    def _masks(self, qpos: torch.Tensor, kpos: torch.Tensor, same: torch.Tensor | None) -> object:
+        """Attention masks [B, 1, Q, K] from query and key positions (and which query may see which key at all,
+        for packed prompts): a dict per layer type when the model has sliding-window layers."""
+        masks = {"full_attention": allowed(qpos, kpos)}
+        if self.window:
+            masks["sliding_attention"] = allowed(qpos, kpos, self.window)
+        if same is not None:
+            masks = {k: m & same for k, m in masks.items()}
+        for k, m in masks.items():
+            m = m[:, None] if m.dim() == 3 else m[None, None]
+            masks[k] = torch.zeros(m.shape, dtype=self.model.dtype).masked_fill(~m, float("-inf")) \
+                if self.additive else m
+        return masks if self.window else masks["full_attention"]
