@@ -2,11 +2,12 @@
 against it with `base_url="http://127.0.0.1:8000/v1"`, and so does lm-evaluation-harness's `local-completions`
 (token-id prompts, `echo` + `logprobs` for log-likelihood).
 
-Requests go to the engine's step loop (serve/engine.py, continuous batching) and their tokens come back to this
-event loop once per step; a client that goes away (a closed stream, or a dropped connection while a non-streaming
-request runs) cancels its request, which frees its slot at the next step. Nothing slow runs on the event loop:
-tokenising and chat templates run in one worker thread, and a body is counted while it arrives, so an oversized
-one (chunked bodies have no Content-Length to trust) is refused before anything reads it whole.
+Requests go to an engine through its written contract (serve/client.py: the batching engine of serve/engine.py,
+or another), and their tokens come back to this event loop once per step; a client that goes away (a closed
+stream, or a dropped connection while a non-streaming request runs) cancels its request, which frees its slot at
+the next step. Nothing slow runs on the event loop: tokenising and chat templates run in one worker thread, and a
+body is counted while it arrives, so an oversized one (chunked bodies have no Content-Length to trust) is refused
+before anything reads it whole.
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ def _check_context(engine: EngineClient, ids: list[int], max_tokens: int) -> Non
 
 
 class Runner:
-    """Runs requests on the engine, each in a worker thread whose steps reach the event loop through a queue;
-    tokenises off the event loop; counts what /metrics reports, and refuses work (503) when too many requests
-    already wait."""
+    """The app's side of the engine: runs requests through `agenerate` (the engine hands each step's tokens to
+    this event loop at once), runs tokenising and other blocking engine calls in one worker thread, counts what
+    /metrics reports, and refuses work (503) when too many requests already wait."""
 
     def __init__(self, engine: EngineClient | None, max_waiting: int) -> None:
         self.engine, self.max_waiting = engine, max_waiting
