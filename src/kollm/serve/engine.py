@@ -33,7 +33,7 @@ from kollm.serve.kv import PrefixStore, SlotCache, Slots
 from kollm.serve.runner import ModelRunner
 from kollm.serve.sampling import SamplingParams, argmax_rows
 from kollm.serve.scheduler import Scheduler
-from kollm.serve.sequence import Finish, Sequence, Token
+from kollm.serve.sequence import Finish, Sequence, Token, unpack
 
 __all__ = ["Completion", "Engine", "Finish", "Token"]
 
@@ -132,12 +132,10 @@ class Engine(EngineBase):
         req = self._submit(Sequence(list(ids), p, self.mask_pii, sink=sink))
         try:
             while True:
-                for item in sink.q.get():
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-                    if isinstance(item, Finish):
-                        return
+                items, done = unpack(sink.q.get())
+                yield from items
+                if done:
+                    return
         finally:
             req.cancelled = True
 
@@ -154,12 +152,11 @@ class Engine(EngineBase):
         try:
             self._submit(req)
             while True:
-                for item in await q.get():
-                    if isinstance(item, BaseException):
-                        raise item
+                items, done = unpack(await q.get())
+                for item in items:
                     yield item
-                    if isinstance(item, Finish):
-                        return
+                if done:
+                    return
         finally:
             req.cancelled = True
             sink.queues.pop(id(req), None)

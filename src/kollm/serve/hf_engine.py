@@ -18,7 +18,7 @@ from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.base import EngineBase
 from kollm.serve.client import EngineStats
 from kollm.serve.sampling import SamplingParams
-from kollm.serve.sequence import Finish, Sequence, Token
+from kollm.serve.sequence import Finish, Sequence, Token, unpack
 
 
 class HFEngine(EngineBase):
@@ -35,12 +35,11 @@ class HFEngine(EngineBase):
         thread.start()
         try:
             while True:
-                for item in await q.get():
-                    if isinstance(item, BaseException):
-                        raise item
+                items, done = unpack(await q.get())
+                for item in items:
                     yield item
-                    if isinstance(item, Finish):
-                        return
+                if done:
+                    return
         finally:
             r.cancelled = True  # the thread stops at its next token
 

@@ -104,4 +104,13 @@ class Sampler:
         return True
 
 
-__all__ = ["Finish", "Sampler", "Sequence", "Token"]
+def unpack(batch: list) -> tuple[list, bool]:
+    """One delivery of a request's outputs, as its reader takes it: raises the request's error if it failed, else
+    (the Tokens and Finish, whether the request is done)."""
+    for item in batch:
+        if isinstance(item, BaseException):
+            raise item
+    return batch, bool(batch) and isinstance(batch[-1], Finish)
+
+
+__all__ = ["Finish", "Sampler", "Sequence", "Token", "unpack"]

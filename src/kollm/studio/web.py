@@ -157,11 +157,7 @@ async def setup(request: Request, s: Session = Depends(db)) -> Response:
     form = await posted(request)
     if store.get_setting(s, "admin_password") is not None:  # set once; a second setup is an attack, not a change
         raise Forbidden("the admin password is already set; log in")
-    password = str(form.get("password", ""))
-    check_new_password(password, str(form.get("confirm", "")))
-    stored = hash_password(password)
-    store.set_setting(s, "admin_password", stored)
-    _start_session(request, stored)
+    _set_password(request, s, form)
     return _see("/")
 
 
@@ -200,12 +196,17 @@ async def change_password(request: Request, user: str = Depends(login), s: Sessi
     if not check_password(str(form.get("current", "")), store.get_setting(s, "admin_password") or ""):
         fails.append(time.monotonic())
         return page(request, "password.html", 400, error="the current password is wrong")
+    _set_password(request, s, form)
+    return _see("/password?changed=1")
+
+
+def _set_password(request: Request, s: Session, form: object) -> None:
+    """The form's new admin password (typed twice), stored hashed; this browser goes on in a new session."""
     password = str(form.get("password", ""))
     check_new_password(password, str(form.get("confirm", "")))
     stored = hash_password(password)
     store.set_setting(s, "admin_password", stored)
     _start_session(request, stored)
-    return _see("/password?changed=1")
 
 
 @router.post("/logout")
