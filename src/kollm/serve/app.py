@@ -57,10 +57,14 @@ class BadRequest(Exception):
         self.message, self.param, self.status, self.code = message, param, status, code
 
 
-def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def _error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error object."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(status_code=status, content={
-        "error": {"message": message, "type": kind, "param": param, "code": code}})
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=_error_body(status, message, param, code))
 
 
 def _busy(waiting: int) -> BadRequest:
@@ -293,8 +297,7 @@ def _chat_logprobs(engine: EngineClient, toks: list[Token]) -> dict:
 
 def _sse_error(e: BaseException) -> str:
     """A stream that fails after its 200 ends with OpenAI's error object as its last event (then [DONE])."""
-    return sse_event({"error": {"message": f"generation failed ({type(e).__name__}); the stream was not completed",
-                           "type": "server_error", "param": None, "code": None}})
+    return sse_event(_error_body(500, f"generation failed ({type(e).__name__}); the stream was not completed"))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, prompt_chars: int, completion_chars: int) -> dict:
@@ -527,7 +530,7 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
             if req.echo:
                 toks = await runner.off_loop(engine.echo, ids, jobs[k][1], c.tokens, finish == "length")
                 if req.logprobs is not None:  # the prompt's scores: once per prompt, not per choice
-                    if k // req.n not in scored:
+                    if k // req.n not in scored:  # a forward under the engine's lock: not the tokenizer thread
                         scored[k // req.n] = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs)
                     for t, sc in zip(toks, scored[k // req.n], strict=False):  # the first len(ids) are the prompt's
                         t.logprob, t.top = (None, None) if sc is None else sc
@@ -590,7 +593,7 @@ async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]],
 
     def chunk(c: dict) -> str:
         return sse_event({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
-                     "choices": [c]})
+                          "choices": [c]})
 
     try:
         async for k, step in _merged(runner, jobs):
@@ -606,7 +609,7 @@ async def _stream_completion(runner: Runner, rid: str, prompts: list[list[int]],
         yield _sse_error(e)
     if req.stream_options and req.stream_options.include_usage:
         yield sse_event({"id": rid, "object": "text_completion", "created": int(time.time()), "model": name,
-                    "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, sum(chars_out))})
+                         "choices": [], "usage": _usage(sum(map(len, prompts)), n_out, chars_in, sum(chars_out))})
     yield sse_event("[DONE]")
 
 
@@ -616,7 +619,7 @@ async def _stream_chat(runner: Runner, rid: str, ids: list[int], jobs: list[Job]
 
     def chunk(choices: list, **extra: object) -> str:
         return sse_event({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": name, "choices": choices, **extra})
+                          "model": name, "choices": choices, **extra})
 
     for i in range(len(jobs)):
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,

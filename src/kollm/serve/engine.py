@@ -33,7 +33,7 @@ from kollm.serve.kv import PrefixStore, SlotCache, Slots
 from kollm.serve.runner import ModelRunner
 from kollm.serve.sampling import SamplingParams, argmax_rows
 from kollm.serve.scheduler import Scheduler
-from kollm.serve.sequence import Finish, Sequence, Token, unpack
+from kollm.serve.sequence import Finish, Sequence, Token, delivered, failure, unpack
 
 __all__ = ["Completion", "Engine", "Finish", "Token"]
 
@@ -151,12 +151,8 @@ class Engine(EngineBase):
         sink.queues[id(req)] = q  # before the loop can answer
         try:
             self._submit(req)
-            while True:
-                items, done = unpack(await q.get())
-                for item in items:
-                    yield item
-                if done:
-                    return
+            async for item in delivered(q):
+                yield item
         finally:
             req.cancelled = True
             sink.queues.pop(id(req), None)
@@ -228,9 +224,7 @@ class Engine(EngineBase):
                 self._flush()
             except Exception as e:  # noqa: BLE001 - the step failed as a whole: everyone in it gets the error
                 for r in sched.waiting + self.slots.clear():
-                    for x in (r, *r.followers):
-                        x.outbox.append(RuntimeError(f"generation failed: {type(e).__name__}: {e}"))
-                        self._done.append(x)
+                    self._fail(r, e)
                 sched.waiting = []
             self._flush()
 
@@ -256,7 +250,7 @@ class Engine(EngineBase):
 
     def _fail(self, r: Sequence, e: Exception) -> None:
         """One request's failure is its own: it (and its followers) get the error and leave; the batch goes on."""
-        err = RuntimeError(f"generation failed: {type(e).__name__}: {e}")
+        err = failure(e)
         for x in (r, *r.followers):
             x.outbox.append(err)
             self._done.append(x)

@@ -18,7 +18,7 @@ from kollm.model.hf import load_hf_causal_lm
 from kollm.serve.base import EngineBase
 from kollm.serve.client import EngineStats
 from kollm.serve.sampling import SamplingParams
-from kollm.serve.sequence import Finish, Sequence, Token, unpack
+from kollm.serve.sequence import Finish, Sequence, Token, delivered, failure
 
 
 class HFEngine(EngineBase):
@@ -34,12 +34,8 @@ class HFEngine(EngineBase):
             q.put_nowait, items)), daemon=True)
         thread.start()
         try:
-            while True:
-                items, done = unpack(await q.get())
-                for item in items:
-                    yield item
-                if done:
-                    return
+            async for item in delivered(q):
+                yield item
         finally:
             r.cancelled = True  # the thread stops at its next token
 
@@ -60,7 +56,7 @@ class HFEngine(EngineBase):
                         return
                     feed = torch.tensor([[r.pending]], device=dev)
         except Exception as e:  # noqa: BLE001 - handed to the reader, raised there
-            send([RuntimeError(f"generation failed: {type(e).__name__}: {e}")])
+            send([failure(e)])
 
     def stats(self) -> EngineStats:
         return EngineStats()

@@ -173,10 +173,8 @@ class Slots:
         return len(self.decoding) + len(self.prefilling)
 
     def slot(self, r: object) -> int:
-        for i, x in enumerate(self.decoding):
-            if x is r:
-                return i
-        return len(self.decoding) + self._index(self.prefilling, r)
+        i = self._find(self.decoding, r)
+        return i if i is not None else len(self.decoding) + self._index(self.prefilling, r)
 
     def add(self, r: object, room: int) -> int:
         """A new prefilling request in the next slot, with room for `room` positions; its slot."""
@@ -208,16 +206,16 @@ class Slots:
 
     def remove(self, r: object) -> None:
         """r leaves (finished, cancelled, failed): the last request of its kind moves into its place."""
-        if any(x is r for x in self.decoding):
-            i, last = self._index(self.decoding, r), len(self.decoding) - 1
+        if (i := self._find(self.decoding, r)) is not None:
+            last = len(self.decoding) - 1
             self.cache.move(last, i, self.decoding[last].length)
             self.decoding[i] = self.decoding[last]
             self.decoding.pop()
             if self.prefilling:  # the hole at slot `last` goes to the last prefilling request
                 self.cache.move(last + len(self.prefilling), last, self.prefilling[-1].length)
                 self.prefilling.insert(0, self.prefilling.pop())
-        elif any(x is r for x in self.prefilling):
-            D, j, last = len(self.decoding), self._index(self.prefilling, r), len(self.prefilling) - 1
+        elif (j := self._find(self.prefilling, r)) is not None:
+            D, last = len(self.decoding), len(self.prefilling) - 1
             self.cache.move(D + last, D + j, self.prefilling[last].length)
             self.prefilling[j] = self.prefilling[last]
             self.prefilling.pop()
@@ -230,8 +228,13 @@ class Slots:
         return out
 
     @staticmethod
-    def _index(rows: list, r: object) -> int:
-        return next(i for i, x in enumerate(rows) if x is r)
+    def _find(rows: list, r: object) -> int | None:
+        return next((i for i, x in enumerate(rows) if x is r), None)  # by identity: requests are not values
+
+    def _index(self, rows: list, r: object) -> int:
+        i = self._find(rows, r)
+        assert i is not None, "the request holds no slot"
+        return i
 
 
 PREFIX_BLOCK = 16  # tokens per block of the prefix index: prefixes are reused in whole blocks, as vLLM does

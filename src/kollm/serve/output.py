@@ -78,7 +78,6 @@ class Output:
                       for s in self.stop]
         self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.raw = ""  # decoded text, unmasked: the prompt's tail (context for the masks), then the output
-        self.base = 0  # where the output starts in raw
         self.stop_from = 0  # stop strings are looked for from here on
         self.searched = 0  # raw[:searched] held no stop string
         self.released = 0  # raw[:released] has left
@@ -100,7 +99,7 @@ class Output:
         if self.mask:  # only the masks look back into the prompt
             tail = b"".join(self.pieces[t] for t in prompt[-_CONTEXT:] if t not in self.special)
             self.raw = tail.decode("utf-8", errors="replace").lstrip("\ufffd")[-_CONTEXT:]
-            self.base = self.stop_from = self.searched = self.released = self.settled = len(self.raw)
+            self.stop_from = self.searched = self.released = self.settled = len(self.raw)
             self.run = self._back_off(len(self.raw), 0)
         return []
 
@@ -181,7 +180,7 @@ class Output:
         start = self.stop_from - w if w < self.stop_from else None
         for s, e, label in people_spans(self.raw[w:limit], start, cut_end=cut):
             s, e = s + w, e + w
-            if e > max(known, self.base) and not any(x[0] < e and s < x[1] for x in self.spans):
+            if e > known and not any(x[0] < e and s < x[1] for x in self.spans):  # new, and not in the prompt
                 self.spans.append([s, e, label, False])
         self.spans.sort()
         self.settled = max(self.settled, limit)

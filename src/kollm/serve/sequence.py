@@ -5,8 +5,9 @@ so they differ only in how the logits are computed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Container
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +105,12 @@ class Sampler:
         return True
 
 
+def failure(e: BaseException) -> RuntimeError:
+    """What a request's reader raises when its generation failed (the app answers 500, or ends a stream with an
+    error event)."""
+    return RuntimeError(f"generation failed: {type(e).__name__}: {e}")
+
+
 def unpack(batch: list) -> tuple[list, bool]:
     """One delivery of a request's outputs, as its reader takes it: raises the request's error if it failed, else
     (the Tokens and Finish, whether the request is done)."""
@@ -113,4 +120,14 @@ def unpack(batch: list) -> tuple[list, bool]:
     return batch, bool(batch) and isinstance(batch[-1], Finish)
 
 
-__all__ = ["Finish", "Sampler", "Sequence", "Token", "unpack"]
+async def delivered(q: asyncio.Queue) -> AsyncIterator[Token | Finish]:
+    """A request's outputs from the asyncio queue its engine delivers to, up to its Finish (or its error)."""
+    while True:
+        items, done = unpack(await q.get())
+        for item in items:
+            yield item
+        if done:
+            return
+
+
+__all__ = ["Finish", "Sampler", "Sequence", "Token", "delivered", "failure", "unpack"]

@@ -103,9 +103,9 @@ class Utf8Guard:
 
     def __init__(self, tokenizer: object, vocab: int) -> None:
         pieces = token_bytes(tokenizer)
-        self.pieces: list[bytes] = [
-            (data if data is not None else tokenizer.decode([i], skip_special_tokens=False).encode("utf-8"))
-            if i < len(pieces) else b"" for i, data in enumerate(pieces[:vocab] + [None] * (vocab - len(pieces)))]
+        self.pieces: list[bytes] = [b""] * vocab  # ids past the tokenizer (padded rows) have no text
+        for i, data in enumerate(pieces[:vocab]):
+            self.pieces[i] = data if data is not None else tokenizer.decode([i], skip_special_tokens=False).encode()
         n = len(STATES)
         self.allowed = torch.ones(n, vocab, dtype=torch.bool)  # ids past the tokenizer (padded rows): allowed
         self.after = torch.zeros(n, vocab, dtype=torch.long)
