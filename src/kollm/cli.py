@@ -22,6 +22,7 @@ from kollm.serve.cli import app as serve_app
 from kollm.studio.cli import app as studio_app
 from kollm.tokenizer.cli import app as tokenizer_app
 from kollm.train.cli import app as train_app
+from kollm.tune.cli import app as tune_app
 
 app = typer.Typer(
     help="kollm: build Korean language models end to end - corpus, tokenizer, training, evaluation, serving.",
@@ -34,6 +35,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+app.add_typer(tune_app, name="tune")
 app.add_typer(eval_app, name="eval")
 app.add_typer(serve_app, name="serve")
 app.add_typer(studio_app, name="studio")

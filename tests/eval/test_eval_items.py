@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import kollm.eval
-from kollm.eval.metrics import char_edit_distance, exact_match, has_pii, keywords_present, length_ok
+from kollm.metrics import char_edit_distance, exact_match, has_pii, keywords_present, length_ok
 
 DATA = Path(kollm.eval.__file__).parent / "tasks" / "data"
 

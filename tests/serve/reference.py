@@ -11,8 +11,11 @@ from kollm.serve.engine import Engine, Token
 from kollm.serve.sampling import SamplingParams
 
 
-def hf_greedy(engine: Engine, ids: list[int], n: int) -> list[int]:
-    """Exactly `n` greedy tokens from transformers' generate, masked as the engine masks invalid UTF-8."""
+def hf_greedy(engine: Engine, ids: list[int], n: int, model: torch.nn.Module | None = None,
+              until_eos: bool = False) -> list[int]:
+    """Exactly `n` greedy tokens from transformers' generate (of `model`, default the engine's own: a peft model
+    for an adapter), masked as the engine masks invalid UTF-8; with `until_eos`, at most `n`, up to EOS (not
+    included), as the engine outputs them without ignore_eos."""
 
     def utf8(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         owed = 0
@@ -20,18 +23,24 @@ def hf_greedy(engine: Engine, ids: list[int], n: int) -> list[int]:
             owed = engine.utf8.step(owed, t)
         return engine.utf8.mask(scores, owed)
 
-    out = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                max_new_tokens=n, min_new_tokens=n, do_sample=False, logits_processor=[utf8])
-    return out[0, len(ids):].tolist()
+    model = model if model is not None else engine.model
+    out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                         max_new_tokens=n, min_new_tokens=0 if until_eos else n, do_sample=False,
+                         logits_processor=[utf8])[0, len(ids):].tolist()
+    if until_eos:
+        out = out[:next((i for i, t in enumerate(out) if t in engine.sampler.eos_ids), len(out))]
+    return out
 
 
-def engine_greedy_together(engine: Engine, prompts: list[list[int]], ns: list[int]) -> list[list[int]]:
-    """Greedy tokens of every prompt, all submitted at once (so they share the engine's batch)."""
+def engine_greedy_together(engine: Engine, prompts: list[list[int]], ns: list[int],
+                           loras: list[str | None] | None = None, ignore_eos: bool = True) -> list[list[int]]:
+    """Greedy tokens of every prompt (each under its LoRA adapter in `loras`), all submitted at once (so they share
+    the engine's batch)."""
     got: dict = {}
 
     def run(i: int) -> None:
-        p = SamplingParams(max_tokens=ns[i], temperature=0, ignore_eos=True)
-        got[i] = [s.id for s in engine.generate(prompts[i], p) if isinstance(s, Token)]
+        p = SamplingParams(max_tokens=ns[i], temperature=0, ignore_eos=ignore_eos)
+        got[i] = [s.id for s in engine.generate(prompts[i], p, loras[i] if loras else None) if isinstance(s, Token)]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
     for t in threads:

@@ -13,7 +13,8 @@ import pytest
 
 import kollm
 from kollm.errors import KollmError
-from kollm.studio.apps import AppSpec, Params, diff, fill, render_chat, render_completion
+from kollm.prompts import fill
+from kollm.studio.apps import AppSpec, Params, diff, render_chat, render_completion
 from kollm.studio.builtin import TEMPLATES, builtin_items, template
 from kollm.studio.client import ModelClient, request_body, root_url
 from kollm.studio.config import StudioConfig

@@ -47,6 +47,37 @@ def run(
         typer.echo(f"-> {done}/clean, stats in {done}/stats.json, chart {done}/funnel.png")
 
 
+@app.command("typos")
+def typos(
+    data: list[Path] = typer.Option(None, "--data", help="clean queries: one per line (txt), or jsonl rows with "
+                                    "text, correction or product (default: the shipped queries and product names)"),
+    out: Path = typer.Option(..., help="pairs file (jsonl); counts go to OUT with suffix .stats.json"),
+    recipe: Path = typer.Option(None, help="TOML recipe with a \\[data] section (typo_rates, typo_unchanged, ...)"),
+    seed: int = typer.Option(None, help="random seed (default 0)"),
+    pairs_per_query: int = typer.Option(None, help="pairs made from each query (default 3)"),
+) -> None:
+    """Make (typo -> correct) pairs for query correction from clean Korean queries, with their error types."""
+    from kollm.config import override, read_recipe
+    from kollm.data.config import DataConfig
+    from kollm.data.typos import ERROR_TYPES, UNCHANGED, clean_queries_from_corpus, make_pairs, read_queries, typo_stats
+    from kollm.files import write_json, write_jsonl
+
+    cfg = override(read_recipe(recipe, "data typos", {"data": DataConfig})["data"], typo_seed=seed,
+                   typo_pairs_per_query=pairs_per_query)
+    queries = read_queries(data) if data else clean_queries_from_corpus()
+    rows = make_pairs(queries, cfg)
+    stats = typo_stats(rows)
+    stats_path = out.with_suffix(".stats.json")
+    write_jsonl(out, rows)
+    write_json(stats_path, stats)
+    typer.echo(f"{stats['pairs']} pairs from {len(queries)} queries (seed {cfg.typo_seed})")
+    typer.echo(f"{'error type':>17}  {'pairs':>6} {'share':>6}  (a pair with two errors counts under both)")
+    for kind in (*ERROR_TYPES, UNCHANGED):
+        n = stats["errors"][kind]
+        typer.echo(f"{kind:>17}  {n:>6} {n / max(1, stats['pairs']):6.1%}")
+    typer.echo(f"-> {out}, counts in {stats_path}")
+
+
 @app.command("mask")
 def mask() -> None:
     """Mask personal data (RRN, phone, e-mail, card, business and account numbers) from stdin to stdout."""

@@ -1,5 +1,6 @@
-"""The data stage's one config: the [data] section of a recipe (`kollm data run`, `kollm quickstart`), CLI flags
-on top. The quickstart runs the same pipeline with its heavy stages switched off (recipes/quickstart.toml)."""
+"""The data stage's one config: the [data] section of a recipe (`kollm data run`, `kollm data typos`,
+`kollm quickstart`), CLI flags on top. The quickstart runs the same pipeline with its heavy stages switched off
+(recipes/quickstart.toml)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,12 @@ class DataConfig:
     output_format: str = "jsonl"  # jsonl | parquet
     tokenizer: str = ""  # folder with tokenizer.json: also write packed token shards
     keep_removed: bool = True  # removed documents kept (with reasons) for `kollm data inspect`
+    # `kollm data typos`: (typo -> correct) pairs for query correction (data/typos.py). typo_rates: the probability
+    # that a pair gets each error type where it can apply (types not listed are not made). A pair has 1-2 errors:
+    # where the rates of the types that apply sum below 1 (or above 2) they are scaled up (down) to that.
+    typo_rates: dict[str, float] = field(default_factory=lambda: {
+        "keyboard": 0.25, "jamo_drop_double": 0.15, "english_mode": 0.15, "korean_mode": 0.15, "vowel": 0.2,
+        "batchim": 0.2, "misspelling": 0.3, "spacing_drop": 0.25, "spacing_insert": 0.15, "loanword": 0.3})
+    typo_unchanged: float = 0.2  # share of pairs left correct on both sides
+    typo_pairs_per_query: int = 3
+    typo_seed: int = 0

@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 # Characters that render as nothing but break word matching: zero-width space, zero-width non-joiner, word joiner,
-# BOM, soft hyphen. The one list: eval/metrics.py drops the same ones, so corpora and scores agree on what text is.
+# BOM, soft hyphen. The one list: metrics.py drops the same ones, so corpora and scores agree on what text is.
 # ZWNJ goes: it shapes Persian or Hindi letters, never Hangul, so in Korean text it is only debris between syllables.
 # ZWJ stays: emoji sequences (man + ZWJ + woman + ZWJ + girl) need it.
 INVISIBLE = "\u200b\u200c\u2060\ufeff\u00ad"

@@ -100,7 +100,9 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _lines(path: Path, problem: Problem) -> Iterator[tuple[int, bytes]]:
+def lines(path: Path, problem: Problem) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of a text file, compressed or not; a binary, empty or cut-short file goes to
+    `problem`. The jsonl and txt readers use it, and so do readers of other fields than text (data/typos.py)."""
     try:
         with _open(path) as raw:
             if b"\x00" in raw.peek(8192)[:8192]:  # text never holds NUL bytes; the start tells
@@ -116,7 +118,7 @@ def _lines(path: Path, problem: Problem) -> Iterator[tuple[int, bytes]]:
 
 
 def _jsonl(path: Path, problem: Problem) -> Iterator[dict]:
-    for n, line in _lines(path, problem):
+    for n, line in lines(path, problem):
         if not line.strip():
             continue
         try:
@@ -147,7 +149,7 @@ def _txt(path: Path, problem: Problem, one_doc_per_file: bool) -> Iterator[dict]
         if text.strip():
             yield {"id": f"{path.name}:{start}", "source": str(path), "text": text}
 
-    for n, line in _lines(path, problem):
+    for n, line in lines(path, problem):
         if not block:
             start = n
         if not one_doc_per_file and not line.strip():

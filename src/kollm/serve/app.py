@@ -8,11 +8,17 @@ stream, or a dropped connection while a non-streaming request runs) cancels its 
 the next step. Nothing slow runs on the event loop: tokenising and chat templates run in one worker thread, and a
 body is counted while it arrives, so an oversized one (chunked bodies have no Content-Length to trust) is refused
 before anything reads it whole.
+
+LoRA adapters are served as vLLM serves them: a request's `model` names an adapter (or the base), /v1/models lists
+adapters with their `parent`, and with `allow_runtime_lora` adapters are loaded and unloaded at
+/v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING; without it those
+routes do not exist: 404).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 import uuid
@@ -24,7 +30,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,14 +43,17 @@ from kollm.serve.client import EngineClient
 from kollm.serve.config import ServeConfig
 from kollm.serve.engine import Engine
 from kollm.serve.keys import Guard, KeyStore, RateLimit
+from kollm.serve.lora import parse_modules, read_config
 from kollm.serve.metrics import Metrics
 from kollm.serve.protocol import (
     NOT_TEXT,
     ChatRequest,
     CompletionRequest,
     DetokenizeRequest,
+    LoadLoraRequest,
     Sampling,
     TokenizeRequest,
+    UnloadLoraRequest,
 )
 from kollm.serve.sampling import SamplingParams
 from kollm.serve.sequence import Finish, Token
@@ -158,13 +167,17 @@ class Runner:
         self.metrics.waiting.dec()
         self.metrics.running.inc()
 
-    async def steps(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
-        """The steps of one generation; closing this iterator (a client gone) frees its slot at the next step."""
+    async def steps(self, ids: list[int], p: SamplingParams, lora: str | None = None,
+                    ) -> AsyncIterator[Token | Finish]:
+        """The steps of one generation (under LoRA adapter `lora`); closing this iterator (a client gone) frees its
+        slot at the next step."""
         self.admit()
         m, t0, started, last = self.metrics, time.perf_counter(), False, None
         m.prompt_tokens.inc(len(ids))
+        if lora is not None:
+            m.lora_requests.labels(lora).inc()
         try:
-            async for step in self.engine.agenerate(ids, p):
+            async for step in self.engine.agenerate(ids, p, lora):
                 now = time.perf_counter()
                 if not started:
                     started = True
@@ -185,7 +198,7 @@ class Runner:
             m.e2e.observe(time.perf_counter() - t0)
 
 
-Job = tuple[list[int], SamplingParams]  # a prompt's ids and one choice's sampling
+Job = tuple[list[int], SamplingParams, str | None]  # a prompt's ids, one choice's sampling, its LoRA adapter
 _BIG = 1 << 16  # characters of input after which the tokenizer's memory is handed back
 
 
@@ -194,16 +207,16 @@ async def _merged(runner: Runner, jobs: list[Job]) -> AsyncIterator[tuple[int, T
     they run side by side in the engine's batch (identical prompts share one prefill), not one after another."""
     q: asyncio.Queue = asyncio.Queue()
 
-    async def run(i: int, ids: list[int], p: SamplingParams) -> None:
+    async def run(i: int, ids: list[int], p: SamplingParams, lora: str | None) -> None:
         try:
-            async for step in runner.steps(ids, p):
+            async for step in runner.steps(ids, p, lora):
                 await q.put((i, step))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
             await q.put((i, e))
         finally:
             await q.put((i, None))
 
-    tasks = [asyncio.create_task(run(i, ids, p)) for i, (ids, p) in enumerate(jobs)]
+    tasks = [asyncio.create_task(run(i, *job)) for i, job in enumerate(jobs)]
     try:
         left = len(tasks)
         while left:
@@ -394,12 +407,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict]:
 
 def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard | None = None, rate_limit: float = 0.0,
                max_waiting: int = 64, max_body_bytes: int = 1 << 20, names: Sequence[str] = (),
-               aliases: Sequence[str] = ()) -> FastAPI:
+               aliases: Sequence[str] = (), root: str | None = None, allow_runtime_lora: bool = False) -> FastAPI:
     """`engine`: an Engine, or a function that loads one (the port opens at once: /health answers 503 until the
     model is loaded, then 200); `guard`: API keys (off when None or empty); `rate_limit`: requests per second
     per key (0: off); `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`:
     request size; `names`: the model names served (the first is reported; default: the model folder's name);
-    `aliases`: names also accepted (vLLM clients send the model's path)."""
+    `aliases`: names also accepted (vLLM clients send the model's path); `root`: the model's folder, as
+    /v1/models shows it; `allow_runtime_lora`: the routes that load and unload LoRA adapters exist."""
     created = int(time.time())
     runner = Runner(engine if isinstance(engine, EngineClient) else None, max_waiting)
     loading: dict = {"error": None}
@@ -456,12 +470,15 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
     async def crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); the request was not completed")
 
-    def check_model(name: str | None) -> EngineClient:
+    def check_model(name: str | None) -> tuple[EngineClient, str | None]:
+        """The engine and the LoRA adapter a request's `model` names (None: the base model)."""
         engine = runner.engine
-        if name and name not in served() and name not in aliases:
-            raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists {served()}", "model", 404,
-                             "model_not_found")
-        return engine
+        if not name or name in served() or name in aliases:
+            return engine, None
+        if name in engine.list_loras():
+            return engine, name
+        raise BadRequest(f"model {name!r} is not served here; GET /v1/models lists "
+                         f"{served() + list(engine.list_loras())}", "model", 404, "model_not_found")
 
     @app.get("/health")
     async def health() -> dict:
@@ -470,18 +487,51 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
     @app.get("/v1/models")
     async def models() -> dict:
         engine = runner.engine
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "kollm",
-                                            "max_model_len": engine.max_len} for name in served()]}
+
+        def card(name: str, path: str, parent: str | None) -> dict:  # vLLM's ModelCard: adapters name a parent
+            return {"id": name, "object": "model", "created": created, "owned_by": "kollm", "root": path,
+                    "parent": parent, "max_model_len": engine.max_len}
+
+        return {"object": "list", "data": [card(name, root or name, None) for name in served()] + [
+            card(name, path, served()[0]) for name, path in engine.list_loras().items()]}
+
+    if allow_runtime_lora:
+        lora_lock = asyncio.Lock()  # one load or unload at a time: a name is checked and taken atomically
+
+        @app.post("/v1/load_lora_adapter", response_model=None)
+        async def load_lora_adapter(req: LoadLoraRequest) -> Response:
+            engine, name = runner.engine, req.lora_name
+            if name in served() or name in aliases:
+                raise BadRequest(f"{name!r} is the base model's name; give the adapter another lora_name",
+                                 "lora_name")
+            async with lora_lock:
+                if name in engine.list_loras():  # vLLM's words
+                    raise BadRequest(f"The lora adapter '{name}' has already been loaded; unload it first or pick "
+                                     "another lora_name", "lora_name")
+                try:  # reading weights takes a while: a worker thread, not the tokenizer's
+                    await asyncio.to_thread(engine.add_lora, name, req.lora_path)
+                except (KollmError, ValueError, OSError) as e:
+                    raise BadRequest(str(e), "lora_path") from None
+            return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+        @app.post("/v1/unload_lora_adapter", response_model=None)
+        async def unload_lora_adapter(req: UnloadLoraRequest) -> Response:
+            engine, name = runner.engine, req.lora_name
+            async with lora_lock:
+                if not await asyncio.to_thread(engine.remove_lora, name):
+                    raise BadRequest(f"The lora adapter '{name}' cannot be found; GET /v1/models lists the loaded "
+                                     "ones", "lora_name", 404, "model_not_found")
+            return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> dict:
-        engine = check_model(req.model)
+        engine, _ = check_model(req.model)
         ids = await runner.off_loop(engine.encode, req.prompt, req.add_special_tokens, big=len(req.prompt) > _BIG)
         return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_len}
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> dict:
-        engine = check_model(req.model)
+        engine, _ = check_model(req.model)
         if any(not 0 <= t < engine.vocab for t in req.tokens):
             raise BadRequest(f"token ids must be between 0 and {engine.vocab - 1}", "tokens")
         return {"prompt": await runner.off_loop(engine.decode, req.tokens)}
@@ -492,7 +542,8 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        engine = check_model(req.model)
+        engine, lora = check_model(req.model)
+        model = lora or served()[0]  # the name answered: the adapter's, as vLLM answers
         if req.max_tokens == 0 and not req.echo:
             raise BadRequest("max_tokens = 0 is only allowed with echo = true (scoring the prompt)", "max_tokens")
         if req.stream and req.echo:
@@ -516,9 +567,9 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
         p = _params(engine, req, req.max_tokens, req.logprobs)
         runner.check_capacity()
         rid = f"cmpl-{uuid.uuid4().hex}"
-        jobs = [(ids, p.for_choice(i)) for ids in prompts for i in range(req.n)]  # choice k = prompt k//n, seed i
+        jobs = [(ids, p.for_choice(i), lora) for ids in prompts for i in range(req.n)]  # choice k: prompt k//n, seed i
         if req.stream:
-            return StreamingResponse(_stream_completion(runner, rid, prompts, jobs, req, chars_in, served()[0]),
+            return StreamingResponse(_stream_completion(runner, rid, prompts, jobs, req, chars_in, model),
                                      media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
         if req.max_tokens and not await _collect(request, runner, jobs, choices):
@@ -531,7 +582,8 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
                 toks = await runner.off_loop(engine.echo, ids, jobs[k][1], c.tokens, finish == "length")
                 if req.logprobs is not None:  # the prompt's scores: once per prompt, not per choice
                     if k // req.n not in scored:  # a forward under the engine's lock: not the tokenizer thread
-                        scored[k // req.n] = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs)
+                        scored[k // req.n] = await asyncio.to_thread(engine.prompt_logprobs, ids, req.logprobs,
+                                                                     lora)
                     for t, sc in zip(toks, scored[k // req.n], strict=False):  # the first len(ids) are the prompt's
                         t.logprob, t.top = (None, None) if sc is None else sc
                 finish = finish or "length"  # max_tokens 0: scored, nothing generated
@@ -540,12 +592,13 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
             logprobs = None if req.logprobs is None else _legacy_logprobs(engine, toks)
             out.append({"text": text, "index": k, "logprobs": logprobs, "finish_reason": finish})
         return JSONResponse({"id": rid, "object": "text_completion", "created": int(time.time()),
-                             "model": served()[0], "choices": out,
+                             "model": model, "choices": out,
                              "usage": _usage(sum(map(len, prompts)), n_out, chars_in, chars_out)})
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest, request: Request) -> Response:
-        engine = check_model(req.model)
+        engine, lora = check_model(req.model)
+        model = lora or served()[0]
         grammar, rf = None, req.response_format
         if rf is not None and rf.type != "text":
             try:  # the first one prepares the tokenizer for the grammar engine: seconds, off the event loop
@@ -568,9 +621,9 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
         p.stop_token_ids += engine.turn_end_ids()  # kollm's ChatML turn ends with <|im_end|>, not EOS
         runner.check_capacity()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        jobs = [(ids, p.for_choice(i)) for i in range(req.n)]
+        jobs = [(ids, p.for_choice(i), lora) for i in range(req.n)]
         if req.stream:
-            return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req, chars_in, served()[0]),
+            return StreamingResponse(_stream_chat(runner, rid, ids, jobs, req, chars_in, model),
                                      media_type="text/event-stream")
         choices = [_Choice() for _ in jobs]
         if not await _collect(request, runner, jobs, choices):
@@ -579,7 +632,7 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
                 "logprobs": _chat_logprobs(engine, c.tokens) if req.logprobs else None,
                 "finish_reason": c.finish} for i, c in enumerate(choices)]
         return JSONResponse({"id": rid, "object": "chat.completion", "created": int(time.time()),
-                             "model": served()[0], "choices": out,
+                             "model": model, "choices": out,
                              "usage": _usage(len(ids), sum(len(c.tokens) for c in choices), chars_in,
                                              sum(len(c.text) for c in choices))})
 
@@ -655,14 +708,31 @@ def run_server(cfg: ServeConfig) -> None:
     names = list(cfg.served_model_name) or [Path(cfg.model).name]
     # vLLM's clients name a model by the path it was served from
     aliases = [] if cfg.served_model_name else [cfg.model, str(Path(cfg.model).resolve())]
+    loras = parse_modules(cfg.lora)
+    for name, path in loras:  # what can be checked without the model, before the port opens
+        if name in names or name in aliases:
+            raise KollmError(f"--lora {name}={path}: {name!r} is the base model's name; give the adapter another name")
+        read_config(path)
 
     def load() -> Engine:
         engine = Engine.load(cfg.model, cfg.chat_template or None, cfg.engine(), cfg.mask_pii)
-        print(f"kollm: {names[0]} loaded ({engine.summary()}); serving at http://{host}:{port}/v1", flush=True)
+        for name, path in loras:
+            try:
+                engine.add_lora(name, path)
+            except KollmError as e:  # the port is open: /health shows it too, but say it where the user looks
+                print(f"kollm: error: {e}", file=sys.stderr, flush=True)
+                raise
+        adapters = "".join(f"; LoRA adapter {n} from {p}" for n, p in loras)
+        print(f"kollm: {names[0]} loaded ({engine.summary()}{adapters}); serving at http://{host}:{port}/v1",
+              flush=True)
         return engine
 
     guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)
-    app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting, names=names, aliases=aliases)
+    app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting, names=names, aliases=aliases, root=cfg.model,
+                     allow_runtime_lora=cfg.allow_runtime_lora)
+    if cfg.allow_runtime_lora:  # vLLM warns the same: any caller with a key can make the server read a folder
+        print("kollm: warning: runtime LoRA loading is on (/v1/load_lora_adapter): callers can make the server read "
+              "any adapter folder on this machine; use it where you trust the callers", file=sys.stderr, flush=True)
     host, port = cfg.host, cfg.port
     print(f"kollm: loading {cfg.model}; http://{host}:{port}/health answers 200 once it is ready "
           f"(Ctrl-C to stop; API keys {'required' if guard.enabled else 'off'}"

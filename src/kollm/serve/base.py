@@ -1,12 +1,16 @@
 """What every engine shares: the model's tokenizer and vocabulary as the API needs them (serve/client.py), prompt
-scoring and echo. An engine adds how it runs generations (`agenerate`) and what it reports (`stats`)."""
+scoring and echo, and the LoRA adapters it serves by name. An engine adds how it runs generations (`agenerate`),
+how it installs an adapter and what it reports (`stats`)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import torch
 
+from kollm.errors import KollmError
+from kollm.serve.lora import Adapter, read_adapter
 from kollm.serve.output import Output, Token, token_string
 from kollm.serve.sampling import SamplingParams
 from kollm.serve.sequence import Sampler
@@ -36,6 +40,7 @@ class EngineBase:
         # special tokens are zero-width in an echoed prompt
         self.sampler = Sampler(self.utf8, self.grammars, eos_ids, frozenset(tokenizer.all_special_ids), self.device)
         self.lock = threading.Lock()  # the model runs one forward at a time: steps, and prompt scoring
+        self.loras: dict[str, Adapter] = {}  # LoRA adapters by the name clients send as `model`
         self._longest = max(map(len, self.utf8.pieces), default=1) or 1
 
     # ---- text and tokens ---------------------------------------------------------------------------------
@@ -81,12 +86,59 @@ class EngineBase:
         """A request's output processor: text from token bytes, stop strings, PII masks (serve/output.py)."""
         return self.sampler.output(p, self.mask_pii)
 
+    # ---- LoRA adapters -----------------------------------------------------------------------------------
+    def list_loras(self) -> dict[str, str]:
+        return {name: a.path for name, a in self.loras.items()}
+
+    def add_lora(self, name: str, path: str) -> None:
+        """Read, check and install the adapter at `path` as `name`; KollmError says what is wrong and the fix."""
+        if name in self.loras:
+            raise KollmError(f"a LoRA adapter named {name!r} is already loaded; unload it first or pick another name")
+        self._can_serve_lora()
+        adapter = read_adapter(path, self.model, name)
+        self._install(adapter)
+        if adapter.warning:
+            print(f"kollm: warning: {adapter.warning}", file=sys.stderr, flush=True)
+
+    def remove_lora(self, name: str) -> bool:
+        """Unload adapter `name` (False: none by that name). Requests already running with it finish with it."""
+        adapter = self.loras.get(name)
+        if adapter is None:
+            return False
+        self._uninstall(adapter)
+        return True
+
+    def _adapter(self, name: str | None) -> Adapter | None:
+        if name is None:
+            return None
+        adapter = self.loras.get(name)
+        if adapter is None:
+            raise ValueError(f"no LoRA adapter named {name!r} is loaded (loaded: {sorted(self.loras)})")
+        return adapter
+
+    def _can_serve_lora(self) -> None:
+        """Raise KollmError when this engine cannot apply adapters to its model."""
+
+    def _install(self, adapter: Adapter) -> None:
+        raise NotImplementedError
+
+    def _uninstall(self, adapter: Adapter) -> None:
+        raise NotImplementedError
+
     # ---- scoring -----------------------------------------------------------------------------------------
+    def _prompt_logits(self, ids: list[int], lora: Adapter | None) -> torch.Tensor:
+        """Logits [len(ids), vocab] of every prompt position, under the engine lock."""
+        assert lora is None, "this engine scores prompts of the base model only"
+        return self.model(torch.tensor([ids], device=self.device)).logits[0]
+
     @torch.no_grad()
-    def prompt_logprobs(self, ids: list[int], top: int) -> list[tuple[float, dict[int, float]] | None]:
-        """For each prompt position: None for the first token, else (its logprob, the `top` best alternatives)."""
+    def prompt_logprobs(self, ids: list[int], top: int, lora: str | None = None,
+                        ) -> list[tuple[float, dict[int, float]] | None]:
+        """For each prompt position: None for the first token, else (its logprob, the `top` best alternatives);
+        under LoRA adapter `lora` when given."""
+        adapter = self._adapter(lora)
         with self.lock:  # between two steps of the engine
-            logits = self.model(torch.tensor([ids], device=self.device)).logits[0, :-1].float()
+            logits = self._prompt_logits(ids, adapter)[:-1].float()
         out: list[tuple[float, dict[int, float]] | None] = [None]
         for start in range(0, logits.shape[0], 256):  # log-softmax in chunks: a 262k vocabulary is 1 MB a row
             lp = torch.log_softmax(logits[start:start + 256], dim=-1)

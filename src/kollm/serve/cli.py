@@ -39,6 +39,10 @@ def serve(
                                   help="mask personal data (RRN, phone, card, account, e-mail) in every output"),
     max_num_seqs: int = typer.Option(None, help="requests in the running batch at once (default 64)"),
     prefix_cache_mb: int = typer.Option(None, help="KV of recent prompts kept for reuse; 0 = off (default 1024)"),
+    lora: list[str] = typer.Option(None, help="a LoRA adapter as NAME=DIR (a peft save_pretrained folder); requests "
+                                   "with model=NAME run it (repeat for several, served side by side)"),
+    allow_runtime_lora: bool = typer.Option(None, "--allow-runtime-lora/--no-allow-runtime-lora",
+                                            help="allow /v1/load_lora_adapter and /v1/unload_lora_adapter"),
 ) -> None:
     """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /metrics."""
     if ctx.invoked_subcommand:
@@ -48,6 +52,7 @@ def serve(
     run_server(_config(recipe, "serve", model, served_model_name=served_model_name or None, host=host, port=port,
                        api_key=api_key, rate_limit=rate_limit,
                        mask_pii=mask_pii, max_num_seqs=max_num_seqs, prefix_cache_mb=prefix_cache_mb,
+                       lora=lora or None, allow_runtime_lora=allow_runtime_lora,
                        chat_template=str(chat_template) if chat_template else None,
                        keys_db=str(keys_db) if keys_db else None))
 

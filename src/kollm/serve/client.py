@@ -3,8 +3,11 @@ engine, and nothing else (vLLM's `EngineClient` is the model). Two engines imple
 batching, serve/engine.py) and `HFEngine` (transformers' forward, one request at a time, serve/hf_engine.py); the
 API's tests run on both, and a test checks that the app touches no other member.
 
-Blocking calls (`encode`, `decode`, `chat_prompt`, `grammar`, `prompt_logprobs`, `echo`) are for a worker thread,
-never the event loop: the app runs them in its tokenizer thread.
+Blocking calls (`encode`, `decode`, `chat_prompt`, `grammar`, `prompt_logprobs`, `echo`, `add_lora`) are for a
+worker thread, never the event loop: the app runs them in its tokenizer thread (or another worker).
+
+LoRA adapters are named as vLLM names them: a request's `model` is an adapter's name or the base's; `lora` below is
+that name (None: the base model).
 """
 
 from __future__ import annotations
@@ -62,14 +65,29 @@ class EngineClient(Protocol):
         """A response_format as a grammar the engine enforces; ValueError (a 400) names what is wrong."""
 
     # ---- generation and scoring ------------------------------------------------------------------------
-    def agenerate(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
-        """One generation's tokens, then a Finish; an error is raised from the iterator; closing it early (a
-        client gone) frees the request's slot at the next step."""
+    def agenerate(self, ids: list[int], p: SamplingParams, lora: str | None = None,
+                  ) -> AsyncIterator[Token | Finish]:
+        """One generation's tokens (under adapter `lora`), then a Finish; an error is raised from the iterator;
+        closing it early (a client gone) frees the request's slot at the next step. ValueError for an adapter
+        that is not loaded."""
 
-    def prompt_logprobs(self, ids: list[int], top: int) -> list[tuple[float, dict[int, float]] | None]:
-        """Each prompt position's (logprob, `top` best alternatives); None for the first token."""
+    def prompt_logprobs(self, ids: list[int], top: int, lora: str | None = None,
+                        ) -> list[tuple[float, dict[int, float]] | None]:
+        """Each prompt position's (logprob, `top` best alternatives) under adapter `lora`; None for the first
+        token."""
 
     def echo(self, ids: list[int], p: SamplingParams, generated: list[Token], cut: bool) -> list[Token]:
         """The prompt's tokens then the generated ones as one text (echo): offsets and PII masks cover both."""
 
     def stats(self) -> EngineStats: ...
+
+    # ---- LoRA adapters (vLLM's add_lora / remove_lora / list_loras) ------------------------------------------
+    def add_lora(self, name: str, path: str) -> None:
+        """Load the peft adapter folder `path` as `name`; KollmError (a 400) says what is wrong with it, or that
+        the name is taken, or that this engine cannot serve adapters on its model."""
+
+    def remove_lora(self, name: str) -> bool:
+        """Unload adapter `name`; False when none has that name. Requests running with it finish with it."""
+
+    def list_loras(self) -> dict[str, str]:
+        """Loaded adapters: name -> the folder it was loaded from."""

@@ -32,6 +32,8 @@ class ServeConfig:
     prefill_chunk: int = EngineConfig.prefill_chunk
     prefix_cache_mb: int = EngineConfig.prefix_cache_mb
     kv_cache_mb: int = EngineConfig.kv_cache_mb
+    lora: list[str] = field(default_factory=list)  # LoRA adapters as NAME=DIR (peft folders): `model` picks one
+    allow_runtime_lora: bool = False  # /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's runtime updating)
     mask_pii: bool = False  # pass every output (streams included) through the data stage's PII masker
     drain_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM
 

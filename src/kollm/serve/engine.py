@@ -8,7 +8,8 @@ One thread, the step loop, owns the model. Each step
   3. runs one decode forward over every running request and samples each row with its own seeded generator
      (serve/sequence.py), whose output processor (serve/output.py) releases text, logprobs and stop decisions;
   4. hands each reader its step's outputs at once (one wake-up per event loop, not one per token).
-Requests hold cache slots in the order kv.Slots keeps; a request that fails fails alone.
+Requests hold cache slots in the order kv.Slots keeps; a request that fails fails alone. Each request may run a
+LoRA adapter (serve/lora.py): its rows get the adapter's deltas in the same steps as everyone else's.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from kollm.serve.base import EngineBase
 from kollm.serve.client import EngineStats
 from kollm.serve.config import EngineConfig
 from kollm.serve.kv import PrefixStore, SlotCache, Slots
+from kollm.serve.lora import Adapter
 from kollm.serve.runner import ModelRunner
 from kollm.serve.sampling import SamplingParams, argmax_rows
-from kollm.serve.scheduler import Scheduler
+from kollm.serve.scheduler import Scheduler, salt
 from kollm.serve.sequence import Finish, Sequence, Token, delivered, failure, unpack
 
 __all__ = ["Completion", "Engine", "Finish", "Token"]
@@ -124,12 +126,39 @@ class Engine(EngineBase):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
         return f"{type(self.model).__name__} on {self.device}, {runs}, peak memory {peak:.1f} GiB"
 
+    # ---- LoRA adapters -----------------------------------------------------------------------------------
+    def _can_serve_lora(self) -> None:
+        if self.runner.forward is None:
+            raise KollmError(f"{type(self.model).__name__} runs through transformers' forward, which has no "
+                             "per-request LoRA adapters (kollm applies them in its own forward for Llama, Qwen2, "
+                             "Qwen3 and Gemma 3); merge the adapter into the model (peft's merge_and_unload) and "
+                             "serve that folder")
+
+    def _install(self, adapter: Adapter) -> None:
+        adapter.fuse(self.model)  # the deltas laid out like forward.py's fused q/k/v and gate/up
+        adapter.modules = {}  # only the fused copies are used
+        with self.lock:
+            if adapter.name in self.loras:
+                raise KollmError(f"a LoRA adapter named {adapter.name!r} is already loaded; unload it first")
+            self.loras[adapter.name] = adapter
+
+    def _uninstall(self, adapter: Adapter) -> None:
+        with self.lock:  # between steps; running requests keep their reference to it and finish with it
+            self.loras.pop(adapter.name, None)
+            self.prefixes.forget(adapter.uid)
+            self.runner.stacks.use([])  # the decode steps' side-by-side copy may hold its weights
+
+    def _prompt_logits(self, ids: list[int], lora: Adapter | None) -> torch.Tensor:
+        if lora is None:
+            return super()._prompt_logits(ids, None)
+        return self.runner.score(ids, lora)
+
     # ---- generation --------------------------------------------------------------------------------------
-    def generate(self, ids: list[int], p: SamplingParams) -> Iterator[Token | Finish]:
-        """Tokens of one completion, then a Finish. Closing the iterator early (a client that went away) frees
-        the request's slot at the next step."""
+    def generate(self, ids: list[int], p: SamplingParams, lora: str | None = None) -> Iterator[Token | Finish]:
+        """Tokens of one completion (under LoRA adapter `lora` when given), then a Finish. Closing the iterator
+        early (a client that went away) frees the request's slot at the next step."""
         sink = _ThreadSink()
-        req = self._submit(Sequence(list(ids), p, self.mask_pii, sink=sink))
+        req = self._submit(Sequence(list(ids), p, self.mask_pii, self._adapter(lora), sink=sink))
         try:
             while True:
                 items, done = unpack(sink.q.get())
@@ -139,7 +168,8 @@ class Engine(EngineBase):
         finally:
             req.cancelled = True
 
-    async def agenerate(self, ids: list[int], p: SamplingParams) -> AsyncIterator[Token | Finish]:
+    async def agenerate(self, ids: list[int], p: SamplingParams, lora: str | None = None,
+                        ) -> AsyncIterator[Token | Finish]:
         """`generate` for asyncio (the HTTP server): every request of one event loop shares one delivery per
         step."""
         loop = asyncio.get_running_loop()
@@ -147,7 +177,7 @@ class Engine(EngineBase):
         if sink is None:
             sink = self._sinks[loop] = _LoopSink(loop)
         q: asyncio.Queue = asyncio.Queue()
-        req = Sequence(list(ids), p, self.mask_pii, sink=sink)
+        req = Sequence(list(ids), p, self.mask_pii, self._adapter(lora), sink=sink)
         sink.queues[id(req)] = q  # before the loop can answer
         try:
             self._submit(req)
@@ -262,15 +292,15 @@ class Engine(EngineBase):
         slots, chunks = self.slots, self.scheduler.chunks()
         segs = [(slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
         self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
-        logits = self.runner.prefill(segs)
+        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks])
         finished = []
         for j, (r, start, n) in enumerate(chunks):
             r.done = r.length = start + n
             if r.done == len(r.ids):
                 finished.append((r, logits[j]))
         for r, row in finished:
-            if self.prefixes.wants(r.ids):
-                self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length))
+            if self.prefixes.wants(r.ids, salt(r)):
+                self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length), salt(r))
             slots.promote(r)
             group = [r]
             for f in r.followers:  # share the prompt's KV and logits; each samples with its own generator
@@ -286,7 +316,7 @@ class Engine(EngineBase):
         if not rows:
             return
         assert rows == self.slots.decoding[:len(rows)]  # every decoding request has a token to feed
-        logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows])
+        logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows], [r.lora for r in rows])
         for r in rows:
             r.length += 1
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:

@@ -9,7 +9,9 @@ modules, but
   - normalises q and k together and rotates them together;
   - writes K/V straight into the slot cache and attends over a view of it: a decode step attends each query
     head group as a block (no repeated K/V for grouped-query attention), a packed prefill runs one attention per
-    prompt chunk (no mask across prompts).
+    prompt chunk (no mask across prompts);
+  - adds LoRA deltas per row (serve/lora.py): the plan says which rows run which adapter, so the base and several
+    adapters decode in the same step, each delta added to its slice of the fused q/k/v or gate/up output.
 Tests compare it token for token with transformers' `generate` for each family (tests/serve/test_serve_families.py).
 """
 
@@ -114,10 +116,13 @@ class Forward:
                 sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
                 tables[layer.rope] = (cos[0, :, None], sin[0, :, None])  # [T, 1, head_dim]
         masks = _Masks(plan, pos)
+        lora = plan.lora
         H, KV, d = self.heads, self.kv_heads, self.head_dim
         for i, layer in enumerate(self.layers):
             x = self._rms(h, layer.norm_attn)
             qkv = layer.qkv.forward(x)
+            if lora is not None:
+                lora.add(qkv, x, i, "qkv")
             qk = qkv[:, :(H + KV) * d].view(-1, H + KV, d)
             if layer.qk_norm is not None:
                 qk = self._rms(qk, layer.qk_norm)
@@ -128,12 +133,20 @@ class Forward:
             kc, vc = cache.layer(i, KV, d, h.dtype, h.device)
             attn = _attend(q, k, v, kc, vc, plan, masks, layer)  # [T, H * d]
             y = layer.o.forward(attn)
+            if lora is not None:
+                lora.add(y, attn, i, "o")
             if layer.post_attn is not None:
                 y = self._rms(y, layer.post_attn)
             h = h + y
-            gu = layer.gate_up.forward(self._rms(h, layer.norm_mlp))
+            x = self._rms(h, layer.norm_mlp)
+            gu = layer.gate_up.forward(x)
+            if lora is not None:
+                lora.add(gu, x, i, "gate_up")
             n = gu.shape[-1] // 2
-            y = layer.down.forward(layer.act(gu[:, :n]) * gu[:, n:])
+            x = layer.act(gu[:, :n]) * gu[:, n:]
+            y = layer.down.forward(x)
+            if lora is not None:
+                lora.add(y, x, i, "down")
             if layer.post_mlp is not None:
                 y = self._rms(y, layer.post_mlp)
             h = h + y

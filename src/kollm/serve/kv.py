@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from kollm.serve.lora import LoraRows
 
 _GROW = 256  # token capacity grows in steps of this many positions
 
@@ -47,6 +51,7 @@ class Decode:
 
     pos: torch.Tensor  # [B] long
     length: int
+    lora: LoraRows | None = None  # which rows run which LoRA adapter (None: every row runs the base)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Prefill:
     """Chunks of several prompts packed in one row: (slot, start, count) in order."""
 
     segments: list[tuple[int, int, int]]
+    lora: LoraRows | None = None  # which tokens (whole segments) run which LoRA adapter
 
 
 class SlotCache:
@@ -240,9 +246,10 @@ class Slots:
 PREFIX_BLOCK = 16  # tokens per block of the prefix index: prefixes are reused in whole blocks, as vLLM does
 
 
-def _blocks(ids: list[int] | tuple[int, ...], limit: int) -> list[int]:
-    """Chained hashes of the whole blocks of ids[:limit]: block k stands for the first (k+1)*PREFIX_BLOCK tokens."""
-    out, h = [], 0
+def _blocks(ids: list[int] | tuple[int, ...], limit: int, salt: int = 0) -> list[int]:
+    """Chained hashes of the whole blocks of ids[:limit]: block k stands for the first (k+1)*PREFIX_BLOCK tokens
+    (under `salt`: the LoRA adapter the KV was computed with, 0 for the base)."""
+    out, h = [], salt
     for i in range(0, limit - limit % PREFIX_BLOCK, PREFIX_BLOCK):
         h = hash((h, tuple(ids[i:i + PREFIX_BLOCK])))
         out.append(h)
@@ -255,7 +262,12 @@ class PrefixStore:
 
     Found through an index of chained block hashes (vLLM's prefix caching idea): a lookup hashes the prompt's
     blocks and finds, by binary search, the deepest block the index holds: no stored prompt is compared token by
-    token under the engine lock (bench/serve_prefix.py: 1,000 entries)."""
+    token under the engine lock (bench/serve_prefix.py: 1,000 entries).
+
+    KV depends on the LoRA adapter it was computed under (`salt`: the adapter's lora.Adapter.uid, never reused; 0
+    for the base), so an adapter's entry is keyed by its tokens after the uid negated, a first "token" no prompt
+    has, and its block chain starts from the uid: a prefix computed under one adapter is never reused under
+    another or the base."""
 
     def __init__(self, max_bytes: int, min_tokens: int = PREFIX_BLOCK) -> None:
         self.max_bytes, self.min_tokens = max_bytes, max(min_tokens, PREFIX_BLOCK)
@@ -263,11 +275,11 @@ class PrefixStore:
         self.index: dict[int, set[tuple[int, ...]]] = {}  # block-chain hash -> entries that start that way
         self.bytes = 0
 
-    def lookup(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    def lookup(self, ids: list[int], salt: int = 0) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """The longest stored prefix of `ids` in whole blocks (at most len(ids) - 1 tokens: the last prompt token
         must run to give the first logits), with its KV. A binary search over the prompt's blocks: a prefix of a
         stored prefix is stored too."""
-        chain = _blocks(ids, len(ids) - 1)
+        chain = _blocks(ids, len(ids) - 1, salt)
         lo, hi = 0, len(chain)
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -279,34 +291,53 @@ class PrefixStore:
             return 0, None
         n = lo * PREFIX_BLOCK
         key = next(iter(self.index[chain[lo - 1]]))  # any entry there holds these n tokens
-        if key[:n] != tuple(ids[:n]):  # a hash collision (2^-64): never reuse the wrong KV
+        stored, tokens = _split(key)
+        if stored != salt or tokens[:n] != tuple(ids[:n]):  # a hash collision (2^-64): never reuse the wrong KV
             return 0, None
         self.entries.move_to_end(key)
         return n, self.entries[key]
 
-    def add(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        key = tuple(ids)
+    def add(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]], salt: int = 0) -> None:
+        key = _key(ids, salt)
         size = sum(k.numel() * k.element_size() * 2 for k, _ in kv)
         if len(ids) < self.min_tokens or size > self.max_bytes or key in self.entries:
             return
         self.entries[key] = kv
-        for h in _blocks(key, len(key)):
+        for h in _blocks(ids, len(ids), salt):
             self.index.setdefault(h, set()).add(key)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            old, kv_old = self.entries.popitem(last=False)
-            self.bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in kv_old)
-            for h in _blocks(old, len(old)):
-                keys = self.index.get(h)
-                if keys is not None:
-                    keys.discard(old)
-                    if not keys:
-                        del self.index[h]
+            self._drop(next(iter(self.entries)))
+
+    def forget(self, salt: int) -> None:
+        """Drop every entry computed under adapter `salt` (unloaded: nothing can use them again)."""
+        for key in [k for k in self.entries if _split(k)[0] == salt]:
+            self._drop(key)
 
     def clear(self) -> None:
         self.entries.clear()
         self.index.clear()
         self.bytes = 0
 
-    def wants(self, ids: list[int]) -> bool:
-        return self.max_bytes > 0 and len(ids) >= self.min_tokens and tuple(ids) not in self.entries
+    def wants(self, ids: list[int], salt: int = 0) -> bool:
+        return self.max_bytes > 0 and len(ids) >= self.min_tokens and _key(ids, salt) not in self.entries
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        kv = self.entries.pop(key)
+        self.bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in kv)
+        salt, ids = _split(key)
+        for h in _blocks(ids, len(ids), salt):
+            keys = self.index.get(h)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.index[h]
+
+
+def _key(ids: list[int] | tuple[int, ...], salt: int) -> tuple[int, ...]:
+    return (-salt, *ids) if salt else tuple(ids)
+
+
+def _split(key: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """An entry's key as (salt, tokens)."""
+    return (-key[0], key[1:]) if key and key[0] < 0 else (0, key)

@@ -48,6 +48,8 @@ class Metrics:
         self.generation_tokens = Counter("kollm:generation_tokens", "Tokens generated", registry=r)
         self.requests = Counter("kollm:request_success", "Finished requests, by reason", ["finished_reason"],
                                 registry=r)
+        # per adapter (vLLM shows adapters in lora_requests_info): how much each one is used
+        self.lora_requests = Counter("kollm:lora_requests", "Requests per LoRA adapter", ["lora_name"], registry=r)
         self.ttft = Histogram("kollm:time_to_first_token_seconds", "Time to first token", buckets=_LATENCY,
                               registry=r)
         self.itl = Histogram("kollm:inter_token_latency_seconds", "Time between tokens of a stream",

@@ -151,6 +151,21 @@ class TokenizeRequest(BaseModel):
     add_special_tokens: bool = True
 
 
+class LoadLoraRequest(BaseModel):
+    """vLLM's /v1/load_lora_adapter body."""
+
+    model_config = _STRICT
+    lora_name: Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+    lora_path: Annotated[Text, StringConstraints(min_length=1, max_length=4096)]
+
+
+class UnloadLoraRequest(BaseModel):
+    """vLLM's /v1/unload_lora_adapter body."""
+
+    model_config = _STRICT
+    lora_name: Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+
+
 class DetokenizeRequest(BaseModel):
     model_config = _STRICT
     model: Text | None = None

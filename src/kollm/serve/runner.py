@@ -5,6 +5,9 @@ For Llama, Qwen2, Qwen3 and Gemma 3 the forward is the engine's own (serve/forwa
 weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward with MKL-packed
 weights, to which the runner gives the positions, the attention masks (the one rule in kv.allowed, per layer type)
 and the slot cache. Both write to the same cache (kv.SlotCache).
+
+Each row may run a LoRA adapter (serve/lora.py): which rows run which goes into the step's plan, and the engine's
+own forward adds their deltas. transformers' forward has no per-row adapters, so adapters are refused there.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 
 from kollm.serve.forward import Forward
 from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
+from kollm.serve.lora import Adapter, LoraRows, Stacks
 from kollm.serve.packed import pack_linears
 
 
@@ -21,6 +25,7 @@ class ModelRunner:
         self.model, self.cache = model, cache
         self.device = next(model.parameters()).device
         self.forward = Forward.build(model)
+        self.stacks = Stacks()  # decode steps' adapters side by side (serve/lora.py)
         if self.forward is None:  # float32 on an x86 CPU: ~2x the batched decode (serve/packed.py)
             pack_linears(model)
         mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -28,9 +33,10 @@ class ModelRunner:
         self.window = max(windows(mc), default=0)
         self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
 
-    def prefill(self, segments: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+    def prefill(self, segments: list[tuple[int, int, list[int]]], loras: list[Adapter | None] | None = None,
+                ) -> torch.Tensor:
         """Logits [len(segments), vocab] at the last token of each chunk; a segment is (slot, start, chunk ids):
-        the chunk's tokens sit at positions start.. of that slot's sequence."""
+        the chunk's tokens sit at positions start.. of that slot's sequence. `loras`: each segment's adapter."""
         ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
         for j, (_, start, chunk) in enumerate(segments):
             n = len(chunk)
@@ -42,31 +48,48 @@ class ModelRunner:
             last.append(len(ids) - 1)
         dev = self.device
         q, rows = torch.tensor(qpos, device=dev), torch.tensor(last, device=dev)
-        self.cache.plan = Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments])
+        lora = LoraRows.build([(a, len(chunk)) for a, (_, _, chunk) in zip(loras, segments, strict=True)], dev) \
+            if loras else None
+        self.cache.plan = Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments], lora)
         self.cache.reserve(max(slot for slot, _, _ in segments) + 1,
                            max(start + len(chunk) for _, start, chunk in segments) + 1)
         if self.forward is not None:
             return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache, rows)
+        assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.tensor(kpos, device=dev)
         same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
         return self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
                           attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
                           logits_to_keep=rows).logits[0].float()
 
-    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
-        """Logits [B, vocab] for one new token in each of slots 0..B-1, written at its position."""
+    def decode(self, tokens: list[int], positions: list[int], loras: list[Adapter | None] | None = None,
+               ) -> torch.Tensor:
+        """Logits [B, vocab] for one new token in each of slots 0..B-1, written at its position; `loras`: each
+        row's adapter."""
         dev = self.device
         pos = torch.tensor(positions, device=dev)
         length = int(pos.max()) + 1
         self.cache.reserve(len(tokens), length)
-        self.cache.plan = Decode(pos, length)
+        lora = LoraRows.build([(a, 1) for a in loras], dev, self.stacks) if loras else None
+        self.cache.plan = Decode(pos, length, lora)
         ids = torch.tensor(tokens, device=dev)
         if self.forward is not None:
             return self.forward(ids, pos, self.cache.plan, self.cache)
+        assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.arange(length, device=dev)
         return self.model(input_ids=ids[:, None], position_ids=pos[:, None],
                           attention_mask=self._masks(pos[:, None], k[None].expand(len(tokens), -1), None),
                           cache=self.cache, use_cache=True).logits[:, -1].float()
+
+    def score(self, ids: list[int], lora: Adapter | None) -> torch.Tensor:
+        """Logits [len(ids), vocab] of every position of one prompt, in a cache of its own (prompt scoring under
+        an adapter: transformers' forward, which scores the base, has no adapters)."""
+        assert self.forward is not None, "LoRA adapters run only in the engine's own forward"
+        dev, n = self.device, len(ids)
+        cache = SlotCache(len(self.forward.layers))
+        cache.reserve(1, n)
+        plan = Prefill([(0, 0, n)], LoraRows.build([(lora, n)], dev))
+        return self.forward(torch.tensor(ids, device=dev), torch.arange(n, device=dev), plan, cache)
 
     def _masks(self, qpos: torch.Tensor, kpos: torch.Tensor, same: torch.Tensor | None) -> object:
         """Attention masks [B, 1, Q, K] from query and key positions (and which query may see which key at all,

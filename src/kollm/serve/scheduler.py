@@ -2,7 +2,8 @@
 
 Waiting requests are admitted in order while `max_num_seqs` and the KV budget (`kv_cache_mb`) allow; requests with
 identical prompts (`n > 1`, or two clients) share one prefill and fork; a prompt that starts like a stored one
-reuses its KV (kv.PrefixStore). Cancelled requests leave (a follower takes over a cancelled prefill). Each step's
+reuses its KV (kv.PrefixStore). Both only under the same LoRA adapter (or both on the base): KV computed under one
+adapter is not the KV of another. Cancelled requests leave (a follower takes over a cancelled prefill). Each step's
 prefill takes up to `prefill_chunk` prompt tokens from the prefilling requests in order, so a long prompt takes
 several steps and never stalls the running streams for long.
 """
@@ -42,7 +43,7 @@ class Scheduler:
         slots, budget = self.slots, self.cfg.kv_cache_mb << 20
         while self.waiting and len(slots) < self.cfg.max_num_seqs:
             r = self.waiting[0]
-            twin = next((x for x in slots.prefilling if x.ids == r.ids), None)
+            twin = next((x for x in slots.prefilling if _same_prompt(x, r)), None)
             if twin is not None:  # the same prompt is being prefilled: share it
                 if self.start(self.waiting.pop(0)):
                     twin.followers.append(r)
@@ -52,7 +53,7 @@ class Scheduler:
             if per_token and len(slots) and (len(slots) + 1) * longest * per_token > budget:
                 break
             self.waiting.pop(0)
-            group = [r, *[w for w in self.waiting if w.ids == r.ids]]  # n > 1, or two clients, same prompt
+            group = [r, *[w for w in self.waiting if _same_prompt(w, r)]]  # n > 1, or two clients, same prompt
             for other in group[1:]:
                 self.waiting.remove(other)
             group = [x for x in group if self.start(x)]
@@ -61,7 +62,7 @@ class Scheduler:
             r, r.followers = group[0], group[1:]
             slot = slots.add(r, longest)
             self.stats["prefix_queries"] += len(r.ids)
-            hit, kv = self.prefixes.lookup(r.ids)
+            hit, kv = self.prefixes.lookup(r.ids, salt(r))
             if kv is not None:
                 slots.cache.load(slot, kv, hit)
                 r.done = r.length = hit
@@ -82,3 +83,12 @@ class Scheduler:
         cache = self.slots.cache
         n = cache.nbytes()
         return n // max(1, cache.slots * cache.capacity) if n else 0
+
+
+def salt(r: Sequence) -> int:
+    """What r's KV depends on besides its tokens: its LoRA adapter's id (0: the base), the prefix store's key."""
+    return r.lora.uid if r.lora is not None else 0
+
+
+def _same_prompt(a: Sequence, b: Sequence) -> bool:
+    return a.lora is b.lora and a.ids == b.ids

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kollm.serve.lora import Adapter
 from kollm.serve.output import Output, Token
 from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
 from kollm.serve.structured import Constraint, Grammars
@@ -28,6 +29,7 @@ class Sequence:
     ids: list[int]
     p: SamplingParams
     mask_pii: bool
+    lora: Adapter | None = None  # the LoRA adapter this request runs (None: the base model)
     sink: object = None  # where this request's outputs go, once per step (the engine's delivery)
     outbox: list = field(default_factory=list)  # outputs of the current step: Tokens, a Finish, or an error
     cancelled: bool = False

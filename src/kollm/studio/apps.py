@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kollm.errors import KollmError
+from kollm.prompts import fill, output_prefix, variables
 
-# `{{ name }}`: letters (Hangul included), digits and underscores, like a Python identifier
-VARIABLE = re.compile(r"\{\{\s*([^\W\d]\w{0,63})\s*\}\}")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # also the URL path segment: no dots, no slashes, no traversal
 LABELS = ("production", "staging")
 MODES = ("completion", "chat")
@@ -63,7 +62,7 @@ class AppSpec:
 
     def variables(self) -> list[str]:
         """The template's variables in order of first appearance."""
-        return list(dict.fromkeys(VARIABLE.findall(self.template)))
+        return variables(self.template)
 
     def schema(self) -> dict | None:
         return json.loads(self.json_schema) if self.json_schema.strip() else None
@@ -103,21 +102,8 @@ class AppSpec:
         return cls(params=params, **known)
 
 
-def fill(template: str, inputs: dict[str, Any], strict: bool = True) -> str:
-    """`template` with every `{{name}}` replaced by `inputs[name]`. A missing variable is an error that names it
-    (`strict`), or empty (the few-shot examples: a variable just added to the template has no column yet)."""
-    missing = [v for v in dict.fromkeys(VARIABLE.findall(template)) if v not in inputs]
-    if not strict:
-        inputs = {**dict.fromkeys(missing, ""), **inputs}
-    elif missing:
-        raise KollmError(f"missing input {', '.join(repr(m) for m in missing)}; send it in \"inputs\"")
-    # one pass over the template: a value that itself contains {{x}} is not expanded again
-    return VARIABLE.sub(lambda m: str(inputs[m.group(1)]), template)
-
-
 def _join(prompt: str, output: str) -> str:
-    # "검색어: 유모챠\n교정:" + "유모차" reads as "교정: 유모차"; a template ending in a newline needs no space
-    return prompt + output if not prompt or prompt[-1].isspace() else f"{prompt} {output}"
+    return prompt + output_prefix(prompt) + output
 
 
 def render_completion(spec: AppSpec, inputs: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """Test sets: parsing uploads (CSV or JSONL, inputs + expected output + optional assertions) within limits, and
-scoring a version's outputs with the evaluation stage's Korean metrics (`kollm.eval.metrics`, not reimplemented).
+scoring a version's outputs with the evaluation stage's Korean metrics (`kollm.metrics`, not reimplemented).
 
 An item is {"id", "inputs": {var: text}, "expected": text | None, "contains": [text], "regex": text | None,
 "is_json": bool}. In a flat row (a CSV line, or a JSONL object without "inputs"), every column that is not one of
@@ -13,8 +13,8 @@ import io
 import json
 from collections.abc import Iterable
 
+from kollm import metrics
 from kollm.errors import KollmError
-from kollm.eval import metrics
 from kollm.studio.apps import AppSpec
 from kollm.studio.client import ModelClient
 from kollm.studio.runner import run_once

@@ -22,8 +22,8 @@ from typing import Any
 
 import datasets
 
+from kollm import metrics
 from kollm.errors import KollmError
-from kollm.eval import metrics
 
 DATA = Path(__file__).resolve().parent / "data"
 # With a single file, the first items are the few-shot pool and the rest the test set; 16 keeps up to 5 shots

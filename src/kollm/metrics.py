@@ -1,4 +1,4 @@
-"""Korean text metrics shared by the few-shot tasks (lm-eval) and the Studio test sets.
+"""Korean text metrics shared by tuning (validation), the few-shot tasks (lm-eval) and the Studio test sets.
 
 Every function is pure and takes raw strings; Korean text is normalised to NFC here, at the boundary,
 so NFD input or conjoining jamo ("\u1112\u1161\u11ab") score the same as precomposed syllables ("한").
@@ -160,7 +160,7 @@ def chrf(pred: str, ref: str, order: int = 6, beta: float = 2.0) -> float:
     then combined as F-beta with beta = 2 (recall weighs more).
 
     Equal to `sacrebleu.sentence_chrf(pred, [ref]).score / 100` (chrF2: char order 6, word order 0, no
-    whitespace, no eps smoothing; tests/eval/test_eval_metrics.py checks it on Korean pairs) except, on purpose:
+    whitespace, no eps smoothing; tests/test_metrics.py checks it on Korean pairs) except, on purpose:
     both sides are normalised first (NFC, invisible characters dropped), so NFD text or conjoining jamo score
     like their precomposed form where sacrebleu sees other characters; and two empty strings score 1.0 (this
     module's rule for identical texts) where sacrebleu gives 0."""

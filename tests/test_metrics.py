@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kollm.eval.metrics import (
+from kollm.metrics import (
     char_edit_distance,
     char_similarity,
     chrf,
