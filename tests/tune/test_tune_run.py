@@ -132,6 +132,7 @@ def _adapter(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "adapter" / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir):
     data, rec = studio_rows(tmp_path / "d.jsonl"), recipe(tmp_path / "r.toml", steps=18, lr=3e-3)
 
