@@ -20,6 +20,7 @@ FIELDS = {
     "sts.jsonl": {"id", "sentence1", "sentence2", "score", "label"},
     "qa.jsonl": {"id", "title", "context", "question", "answers"},
     "query_correction.jsonl": {"id", "query", "target"},
+    "query_correction_heldout.jsonl": {"id", "typo", "correct", "error_type"},
     "review_summary.jsonl": {"id", "review", "summary"},
     "promo_copy.jsonl": {"id", "product", "event", "keywords", "min_chars", "max_chars", "example"},
 }

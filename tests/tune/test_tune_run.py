@@ -89,6 +89,7 @@ def test_lora_run_writes_a_peft_adapter_and_a_merged_folder(tmp_path, tiny_model
     assert served and served == (want[: want.index(eos)] if eos in want else want)
 
 
+@pytest.mark.slow
 def test_full_run_writes_a_plain_model_and_refuses_to_overwrite(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
@@ -103,6 +104,7 @@ def test_full_run_writes_a_plain_model_and_refuses_to_overwrite(tmp_path, tiny_m
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_text_rows_report_held_out_bits_per_byte(tmp_path, tiny_model_dir):
     from conftest import korean_texts, write_jsonl
 
