@@ -150,11 +150,11 @@ def decode_rate(k: int, times: list[float]) -> float:
     return (k - 1) / (times[-1] - times[0]) if k > 1 else 0.0
 
 
-def start_kollm(model: str) -> Server:
+def start_kollm(model: str, *flags: str) -> Server:
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench_kollm_serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "kollm.cli", "serve", "--model", model, "--port", str(port),
-                             "--keys-db", "/tmp/bench-serve-keys.db"], stdout=log, stderr=subprocess.STDOUT)
+                             "--keys-db", "/tmp/bench-serve-keys.db", *flags], stdout=log, stderr=subprocess.STDOUT)
     return Server("kollm serve (fp32)", f"http://127.0.0.1:{port}", proc, {"model": Path(model).name})
 
 

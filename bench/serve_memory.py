@@ -2,7 +2,8 @@
 two caches that may grow (KV slots up to kv_cache_mb, stored prompt prefixes up to prefix_cache_mb), read from
 /metrics. What is left over is memory freed but kept by the allocator (the engine hands it back when idle).
 
-    python bench/serve_memory.py --model ~/.cache/kollm/test-models/gemma-3-270m/hf [--clients 32] [--rounds 3]
+    python bench/serve_memory.py --model ~/.cache/kollm/test-models/gemma-3-270m/hf [--clients 32] [--rounds 3] \
+        [--kv-cache-mb 1024]
 
 Phases: fresh (model loaded); load (--rounds x --clients requests of distinct prompts, 32 sampled tokens);
 cancel (as many streams closed after a few tokens, and non-streamed requests dropped by a 2 s client timeout);
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import sys
@@ -75,8 +77,9 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kv-cache-mb", type=int, default=1024, help="the server's KV budget (kollm serve's flag)")
     args = ap.parse_args()
-    server = start_kollm(args.model)
+    server = start_kollm(args.model, "--kv-cache-mb", str(args.kv_cache_mb))
     url, proc = server.base, server.proc
     rows = []
 
@@ -98,7 +101,10 @@ def main() -> None:
     finally:
         server.stop()
     base = rows[0][1]
-    print(f"\n`kollm serve` memory, {args.model} ({args.clients} clients x {args.rounds} rounds)\n")
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_kollm_serve.log"
+    loaded = [line for line in log.read_text(encoding="utf-8").splitlines() if " loaded (" in line]
+    print(f"\n`kollm serve --kv-cache-mb {args.kv_cache_mb}` memory, {args.model} ({args.clients} clients x "
+          f"{args.rounds} rounds)\n{loaded[0] if loaded else ''}\n")
     print("| phase | s | RSS MB | growth MB | KV MB | prefix cache MB | other growth MB |")
     print("|---|---|---|---|---|---|---|")
     for phase, rss, kv, prefix, secs in rows:

@@ -9,7 +9,7 @@ from pathlib import Path
 import kollm
 
 SRC = Path(kollm.__file__).parent
-STAGES = ["data", "tokenizer", "model", "train", "interop", "eval", "serve", "studio"]
+STAGES = ["data", "tokenizer", "model", "train", "interop", "tune", "serve", "eval", "studio"]
 
 
 def graph() -> dict[str, set[str]]:

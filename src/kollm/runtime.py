@@ -64,3 +64,34 @@ def release_memory() -> None:
 
 
 _trim: object = None
+
+
+def drop_file_pages(tensors: list[torch.Tensor]) -> int:
+    """Drop from memory the pages of tensors read from a memory-mapped weights file (safetensors) that nothing will
+    read again (Linux; elsewhere nothing). Pages of any other memory are left alone. Serving fuses q/k/v and gate/up
+    into new tensors: the originals' pages, read once to copy them, stayed in the RSS (~0.3 GB of Gemma-3-270M's).
+    Clean file pages come back from the file if touched after all. Returns the bytes dropped."""
+    if not tensors or not os.path.exists("/proc/self/maps"):
+        return 0
+    import ctypes
+    import mmap
+
+    files = []  # (start, end) of private mappings of .safetensors files
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5].endswith(".safetensors") and parts[1].startswith("r") and \
+                    parts[1][3] == "p":
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                files.append((lo, hi))
+    libc = ctypes.CDLL(None, use_errno=True)
+    page, dropped = mmap.PAGESIZE, 0
+    for t in tensors:
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        if not any(lo <= start and end <= hi for lo, hi in files):
+            continue
+        first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor only
+        if last > first and libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4) == 0:
+            dropped += last - first  # 4: MADV_DONTNEED
+    return dropped

@@ -58,3 +58,23 @@ def test_every_family_decodes_in_a_batch_as_alone(family_engine):
     assert max(map(len, prompts)) > 24 + 16  # past the sliding window, over several prefill chunks
     n = [20] * len(prompts)
     assert engine_greedy_together(engine, prompts, n) == [hf_greedy(engine, ids, 20) for ids in prompts]
+
+
+def test_every_family_checks_drafts_as_it_decodes(family_engine, monkeypatch):
+    """Speculative decoding's check step (serve/spec.py) through the engine's own forward and transformers': drafts
+    of 4 tokens, the first two right and the third wrong (a random model's text gives prompt lookup little to find),
+    checked in one chunk per row, give exactly transformers' greedy tokens."""
+    engine = family_engine
+    texts = ["한국어 한국어 한국어 한국어 한국어", "서울에서 부산까지 가는 기차는"]
+    prompts = [engine.encode(t) for t in texts]
+    refs = {tuple(ids): hf_greedy(engine, ids, 30) for ids in prompts}
+
+    def draft(r):
+        d = refs[tuple(r.ids)][r.generated:r.generated + 4]
+        return d[:2] + [(t + 1) % engine.vocab for t in d[2:3]] + d[3:]
+
+    monkeypatch.setattr(engine, "_draft", draft)
+    monkeypatch.setattr(engine.policy, "choose", lambda drafts, accepts: 4)
+    before = engine.spec_stats.accepted_tokens
+    assert engine_greedy_together(engine, prompts, [30, 30]) == [refs[tuple(ids)] for ids in prompts]
+    assert engine.spec_stats.accepted_tokens > before

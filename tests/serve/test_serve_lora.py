@@ -108,9 +108,9 @@ def test_the_base_and_several_adapters_decode_in_the_same_steps(engine, referenc
     runner, seen = engine.runner, {"prefill": [], "decode": []}
     prefill, decode = runner.prefill, runner.decode
 
-    def spy_prefill(segments, loras=None):
-        seen["prefill"].append({a.name if a else None for a in loras or []})
-        return prefill(segments, loras)
+    def spy_prefill(segments, loras=None, every=False):  # every: a decode step that checks drafts (spec.py)
+        seen["decode" if every else "prefill"].append({a.name if a else None for a in loras or []})
+        return prefill(segments, loras, every)
 
     def spy_decode(tokens, positions, loras=None):
         seen["decode"].append({a.name if a else None for a in loras or []})
@@ -124,6 +124,19 @@ def test_the_base_and_several_adapters_decode_in_the_same_steps(engine, referenc
     assert got == [reference(engine, ids, 10, references[lora]) for ids, lora in jobs]
     assert max(map(len, seen["decode"])) == 1 + len(SPECS)  # one step decoded the base and every adapter
     assert max(map(len, seen["prefill"])) > 1  # one packed prefill held prompts of different adapters
+
+
+def test_drafted_tokens_are_checked_under_each_rows_adapter(engine, references, monkeypatch):
+    """Speculative decoding forced on: each row's drafts are checked under its own adapter (serve/spec.py), and
+    every (prompt, adapter) pair still gets peft's greedy answer."""
+    monkeypatch.setattr(engine.policy, "choose", lambda drafts, accepts: 4)
+    before = engine.spec_stats.draft_tokens
+    texts = [t + " " + t + " " + t for t in TEXTS]  # repeats: prompt lookup finds drafts
+    jobs = [(engine.encode(t), lora) for t in texts for lora in [None, *SPECS]]
+    got = engine_greedy_together(engine, [ids for ids, _ in jobs], [12] * len(jobs), [lora for _, lora in jobs],
+                                 ignore_eos=False)
+    assert got == [reference(engine, ids, 12, references[lora]) for ids, lora in jobs]
+    assert engine.spec_stats.draft_tokens > before
 
 
 def test_the_prefix_cache_is_keyed_on_the_adapter(engine, references):

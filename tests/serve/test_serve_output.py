@@ -72,9 +72,15 @@ def test_stop_strings_cut_where_they_begin_and_never_leak(tok, pieces, text, sto
     ids = encode(tok, text)
     toks, out = run(pieces, ids, stop=stop)
     got = "".join(t.text for t in toks)
-    hits = [text.find(s) for s in stop if s in text]
     # the processor stops at the first token that completes a stop string: the text ends where the earliest
-    # stop string (seen so far) begins
+    # stop string seen so far begins ("0a0" in tokens "0a", "0" with stops "a" and "0a0": "a" ends it first)
+    seen = text
+    for k in range(1, len(ids) + 1):
+        prefix = b"".join(pieces[i] for i in ids[:k]).decode("utf-8", "ignore")
+        if any(s in prefix for s in stop):
+            seen = prefix
+            break
+    hits = [seen.find(s) for s in stop if s in seen]
     if hits:
         assert out.stopped and got == text[:min(hits)]
     else:

@@ -1,5 +1,5 @@
-"""MKL-packed linears give what nn.Linear gives at every row count (padded up to a packed row count or not), and
-fusing projections into one GEMM leaves the transformers modules computing what they computed."""
+"""The serving linears give what nn.Linear gives at every row count (one row packed or not, more rows as W @ x^T),
+and fusing projections into one GEMM leaves the transformers modules computing what they computed."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ import pytest
 import torch
 from torch import nn
 
-from kollm.serve.forward import LAYER_HINTS, _fuse
+from kollm.serve import packed as packed_mod
+from kollm.serve.forward import _fuse
 from kollm.serve.packed import PackedLinear, mkl_available
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 16, 17, 40, 64, 65, 128, 129, 200, 256, 300])
-def test_packed_linear_matches_plain_at_every_row_count(rows):
+def test_packed_linear_matches_plain_at_every_row_count(rows, bias, monkeypatch):
+    monkeypatch.setattr(packed_mod, "ONE_ROW_PACK_MIN", 0)  # this small weight gets the one-row packing too
     torch.manual_seed(0)
-    lin = nn.Linear(96, 80)
-    packed = PackedLinear(lin.weight.detach(), lin.bias.detach(), LAYER_HINTS)
-    assert bool(packed.packed) == mkl_available()
+    lin = nn.Linear(96, 80, bias=bias)
+    packed = PackedLinear(lin.weight.detach(), None if lin.bias is None else lin.bias.detach())
+    assert (packed.one_row is not None) == mkl_available()
     x = torch.randn(rows, 96)
-    torch.testing.assert_close(packed(x), lin(x), rtol=1e-5, atol=1e-5)
+    out = packed(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, lin(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed(x[None]), lin(x[None]), rtol=1e-5, atol=1e-5)  # any leading shape
 
 

@@ -99,6 +99,7 @@ def _params(engine: EngineClient, req: Sampling, max_tokens: int, logprobs: int 
         repetition_penalty=req.repetition_penalty, presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty, logit_bias=bias, stop=stop,
         stop_token_ids=list(req.stop_token_ids or []), ignore_eos=req.ignore_eos, seed=req.seed, logprobs=logprobs,
+        speculative=req.speculative,
     )
 
 

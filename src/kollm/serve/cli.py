@@ -39,6 +39,10 @@ def serve(
                                   help="mask personal data (RRN, phone, card, account, e-mail) in every output"),
     max_num_seqs: int = typer.Option(None, help="requests in the running batch at once (default 64)"),
     prefix_cache_mb: int = typer.Option(None, help="KV of recent prompts kept for reuse; 0 = off (default 1024)"),
+    kv_cache_mb: int = typer.Option(None, help="KV of the running batch at most; more requests wait (default 4096)"),
+    speculative: str = typer.Option(None, help="ngram: draft tokens from the request's own text when it pays "
+                                    "(same output); off (default ngram)"),
+    max_model_len: int = typer.Option(None, help="context length (prompt + output) in tokens (default: the model's)"),
     lora: list[str] = typer.Option(None, help="a LoRA adapter as NAME=DIR (a peft save_pretrained folder); requests "
                                    "with model=NAME run it (repeat for several, served side by side)"),
     allow_runtime_lora: bool = typer.Option(None, "--allow-runtime-lora/--no-allow-runtime-lora",
@@ -52,6 +56,7 @@ def serve(
     run_server(_config(recipe, "serve", model, served_model_name=served_model_name or None, host=host, port=port,
                        api_key=api_key, rate_limit=rate_limit,
                        mask_pii=mask_pii, max_num_seqs=max_num_seqs, prefix_cache_mb=prefix_cache_mb,
+                       kv_cache_mb=kv_cache_mb, speculative=speculative, max_model_len=max_model_len,
                        lora=lora or None, allow_runtime_lora=allow_runtime_lora,
                        chat_template=str(chat_template) if chat_template else None,
                        keys_db=str(keys_db) if keys_db else None))
@@ -108,7 +113,8 @@ def generate(
     """Continue Korean prompts with a model."""
     from kollm.serve.engine import Engine
 
-    engine = Engine.load(_config(recipe, "serve generate", model).model)
+    cfg = _config(recipe, "serve generate", model)
+    engine = Engine.load(cfg.model, config=cfg.engine())
     for p in prompt:
         res = engine.complete(p, max_new_tokens, temperature, top_p, seed=seed)  # None: the model's defaults
         typer.echo(f"{p}{res.text}")

@@ -30,6 +30,9 @@ class EngineStats:
     prefix_bytes: int = 0  # stored prompt prefixes
     prefix_queries: int = 0  # prompt tokens looked up in the prefix cache
     prefix_hits: int = 0  # prompt tokens found there
+    spec_drafts: int = 0  # speculative decoding: rows that ran with drafted tokens
+    spec_draft_tokens: int = 0  # tokens drafted
+    spec_accepted_tokens: int = 0  # drafted tokens accepted
 
 
 @runtime_checkable

@@ -7,6 +7,8 @@ One thread, the step loop, owns the model. Each step
   2. runs one packed prefill of up to `prefill_chunk` prompt tokens over the waiting prompts (serve/runner.py);
   3. runs one decode forward over every running request and samples each row with its own seeded generator
      (serve/sequence.py), whose output processor (serve/output.py) releases text, logprobs and stop decisions;
+     when drafting pays (serve/spec.py), the forward checks each row's drafted tokens too and a row may output
+     several tokens in one step, exactly those it would have output one by one;
   4. hands each reader its step's outputs at once (one wake-up per event loop, not one per token).
 Requests hold cache slots in the order kv.Slots keeps; a request that fails fails alone. Each request may run a
 LoRA adapter (serve/lora.py): its rows get the adapter's deltas in the same steps as everyone else's.
@@ -36,6 +38,7 @@ from kollm.serve.runner import ModelRunner
 from kollm.serve.sampling import SamplingParams, argmax_rows
 from kollm.serve.scheduler import Scheduler, salt
 from kollm.serve.sequence import Finish, Sequence, Token, delivered, failure, unpack
+from kollm.serve.spec import MAX_DRAFT, Draft, Ngrams, Policy, SpecStats, Timer, update_accept
 
 __all__ = ["Completion", "Engine", "Finish", "Token"]
 
@@ -93,6 +96,16 @@ class Engine(EngineBase):
         self.runner = ModelRunner(model, self.cache)
         self._stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
         self.scheduler = Scheduler(self.cfg, self.slots, self.prefixes, self._start, self._stats)
+        if self.cfg.speculative not in ("ngram", "off"):
+            raise KollmError(f"unknown speculative method {self.cfg.speculative!r}; use ngram or off")
+        if self.cfg.max_model_len > self.max_len:
+            raise KollmError(f"--max-model-len {self.cfg.max_model_len} is past what {name} was trained for "
+                             f"({self.max_len} positions); give at most {self.max_len}")
+        if self.cfg.max_model_len > 0:
+            self.max_len = self.cfg.max_model_len
+        if not self.cfg.utf8_guard:
+            self.utf8.blocked = torch.zeros_like(self.utf8.blocked)  # nothing is masked: every token is allowed
+        self.policy, self.spec_stats = Policy(), SpecStats()
         self._trimmed_at = 0
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
         self._done: list[Sequence] = []  # requests with outputs this step
@@ -115,10 +128,14 @@ class Engine(EngineBase):
         return cls(model, tokenizer, path.name, template, config, mask_pii)
 
     def summary(self) -> str:
-        """Which forward runs, the budgets and the memory it took, for the server's start-up line (the MKL-packed
-        copies of the weights are most of it beyond the weights themselves)."""
+        """Which forward runs, the weights, the budgets and the memory it took, for the server's start-up line
+        (beyond the weights: a big output head's one-row MKL packing, serve/packed.py, and torch's own)."""
         runs = "kollm's forward" if self.runner.forward is not None else "transformers' forward"
-        runs += f", KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to {self.cfg.prefix_cache_mb} MB"
+        params = {p.data_ptr(): p for p in self.model.parameters()}.values()  # tied weights once
+        weights = sum(t.numel() * t.element_size() for t in params)
+        runs += (f", weights {weights / 2**30:.2f} GiB, KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to "
+                 f"{self.cfg.prefix_cache_mb} MB, context {self.max_len} tokens, speculative decoding "
+                 f"{self.cfg.speculative}")
         try:
             import resource  # Unix only
         except ImportError:
@@ -215,9 +232,11 @@ class Engine(EngineBase):
 
     def stats(self) -> EngineStats:
         kv = self.cache.nbytes()
+        sp = self.spec_stats
         return EngineStats(kv_usage=min(1.0, kv / max(1, self.cfg.kv_cache_mb << 20)), kv_bytes=kv,
                            prefix_bytes=self.prefixes.bytes, prefix_queries=self._stats["prefix_queries"],
-                           prefix_hits=self._stats["prefix_hits"])
+                           prefix_hits=self._stats["prefix_hits"], spec_drafts=sp.drafts,
+                           spec_draft_tokens=sp.draft_tokens, spec_accepted_tokens=sp.accepted_tokens)
 
     def num_running(self) -> int:
         return len(self.slots)
@@ -276,6 +295,8 @@ class Engine(EngineBase):
         except Exception as e:  # noqa: BLE001 - this request's own fault: it fails alone
             self._fail(r, e)
             return False
+        if self.cfg.speculative == "ngram" and r.p.speculative and r.p.max_tokens > 1:
+            r.draft = Draft(Ngrams(r.ids), self.policy.accept)
         return True
 
     def _fail(self, r: Sequence, e: Exception) -> None:
@@ -316,7 +337,16 @@ class Engine(EngineBase):
         if not rows:
             return
         assert rows == self.slots.decoding[:len(rows)]  # every decoding request has a token to feed
-        logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows], [r.lora for r in rows])
+        if any(r.draft is not None for r in rows):
+            drafts = [self._draft(r) for r in rows]
+            k = self.policy.choose(drafts, [r.draft.accept if r.draft else 0.0 for r in rows])
+            if k:
+                self._check_step(rows, [d[:k] for d in drafts])
+                return
+        with Timer() as t:
+            logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
+                                        [r.lora for r in rows])
+        self.policy.record("decode", len(rows), t.seconds)
         for r in rows:
             r.length += 1
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
@@ -324,15 +354,59 @@ class Engine(EngineBase):
         best = argmax_rows(logits).tolist()
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
             r = rows[i]
-            ok = r.constraint is None and not self.utf8.blocked[r.owed, best[i]]
-            self._emit(r, logits[i], greedy=best[i] if ok else None)
+            self._emit(r, logits[i], greedy=self._greedy(r, best[i]))
 
-    def _emit(self, r: Sequence, logits: torch.Tensor, greedy: int | None = None) -> None:
-        """r's next token and what it releases; a finished r leaves its slot. Whatever goes wrong here fails r
-        alone."""
-        self._done.append(r)
+    def _draft(self, r: Sequence) -> list[int]:
+        """r's draft for this step: what followed the last occurrence of its text's ending (serve/spec.py), no
+        longer than the tokens it may still output after the next one."""
+        if r.draft is None:
+            return []
+        return r.draft.ngrams.draft(min(MAX_DRAFT, r.p.max_tokens - r.generated - 1))
+
+    def _check_step(self, rows: list[Sequence], drafts: list[list[int]]) -> None:
+        """One forward over each row's pending token and its draft (a chunk at its next positions); then each row
+        outputs tokens as a decode step would, one position at a time, while they equal its draft."""
+        segs = [(i, r.length, [r.pending, *d]) for i, (r, d) in enumerate(zip(rows, drafts, strict=True))]
+        with Timer() as t:
+            logits = self.runner.prefill(segs, [r.lora for r in rows], every=True)
+        self.policy.record("check", logits.shape[0], t.seconds)
+        best = argmax_rows(logits).tolist()
+        starts = [0]
+        for _, _, chunk in segs[:-1]:
+            starts.append(starts[-1] + len(chunk))
+        st = self.spec_stats
+        st.steps += 1
+        for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
+            r, d, at, base = rows[i], drafts[i], starts[i], rows[i].length
+            kept = 0
+            for j in range(len(d) + 1):
+                r.length = base + j + 1  # the pending token and the j drafts before this position are in the cache
+                if self._emit(r, logits[at + j], greedy=self._greedy(r, best[at + j])):
+                    break
+                if j == len(d) or r.pending != d[j]:
+                    break
+                kept += 1
+            if d:
+                st.drafts, st.draft_tokens, st.accepted_tokens = st.drafts + 1, st.draft_tokens + len(d), \
+                    st.accepted_tokens + kept
+                update_accept(self.policy, r.draft, len(d), kept)
+
+    def _greedy(self, r: Sequence, best: int) -> int | None:
+        """The row's argmax when it is the greedy choice as is: no grammar, and it keeps the output valid UTF-8."""
+        return best if r.constraint is None and not self.utf8.blocked[r.owed, best] else None
+
+    def _emit(self, r: Sequence, logits: torch.Tensor, greedy: int | None = None) -> bool:
+        """r's next token and what it releases; a finished r leaves its slot (True). Whatever goes wrong here fails
+        r alone."""
+        if not r.outbox:
+            self._done.append(r)
         try:
             if self.sampler.step(r, logits, greedy):
                 self.slots.remove(r)
+                return True
         except Exception as e:  # noqa: BLE001 - e.g. a grammar or sampling error: this request's, not the batch's
             self._fail(r, e)
+            return True
+        if r.draft is not None:
+            r.draft.ngrams.append(r.pending)
+        return False

@@ -5,7 +5,8 @@ Why: transformers' forward is general, and a decode step pays for it in Python. 
 decode step, one stream): the kollm speedrun checkpoint (3 layers) 2.7 ms in transformers, most of it Python
 and ~60 small ops per layer. This forward uses the same weights and transformers' own rotary and activation
 modules, but
-  - runs q/k/v as one GEMM and gate/up as one GEMM (MKL-packed, packed.py), on views of the same memory;
+  - runs q/k/v as one GEMM and gate/up as one GEMM (in MKL's fast orientation, packed.py), on views of the
+    same memory;
   - normalises q and k together and rotates them together;
   - writes K/V straight into the slot cache and attends over a view of it: a decode step attends each query
     head group as a block (no repeated K/V for grouped-query attention), a packed prefill runs one attention per
@@ -24,13 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kollm.runtime import drop_file_pages
 from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
-from kollm.serve.packed import HINTS, PREFILL, PackedLinear
+from kollm.serve.packed import PackedLinear
 
-LAYER_HINTS = HINTS | PREFILL  # layer weights also serve full prefill chunks
-# the head also packed for one row: alone 33 -> 25 ms, one served stream (in-process, 6 alternating rounds)
-# 12.5 -> 13.8 tok/s
-HEAD_HINTS = HINTS | {1: 1}
 FAMILIES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM"}
 
 
@@ -71,7 +69,7 @@ class Forward:
         self.by_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
         self.layers = [self._layer(layer, w) for layer, w in zip(inner.layers, windows(cfg), strict=True)]
         self.norm = self._norm_weight(inner.norm)
-        self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias, HEAD_HINTS)
+        self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias)
         self.softcap = float(getattr(cfg, "final_logit_softcapping", None) or 0)
 
     def _norm_weight(self, norm: nn.Module) -> torch.Tensor:
@@ -161,7 +159,8 @@ class Forward:
 def _fuse(*linears: nn.Linear) -> PackedLinear:
     """One GEMM for several projections of the same input. The transformers modules keep working (prompt
     scoring runs through them): their weights become views of the fused one, so memory is not doubled."""
-    weight = torch.cat([m.weight.detach() for m in linears])
+    originals = [m.weight.detach() for m in linears]
+    weight = torch.cat(originals)
     bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
     at = 0
     for m in linears:
@@ -170,11 +169,12 @@ def _fuse(*linears: nn.Linear) -> PackedLinear:
         if bias is not None:
             m.bias = nn.Parameter(bias[at:at + n], requires_grad=False)
         at += n
-    return PackedLinear(weight, bias, LAYER_HINTS)
+    drop_file_pages(originals)  # read once from the mapped weights file, never again
+    return PackedLinear(weight, bias)
 
 
 def _packed(linear: nn.Linear) -> PackedLinear:
-    return PackedLinear(linear.weight, linear.bias, LAYER_HINTS)
+    return PackedLinear(linear.weight, linear.bias)
 
 
 class _Masks:

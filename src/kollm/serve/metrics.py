@@ -35,6 +35,12 @@ class _EngineState:
                                   value=st.prefix_queries)
         yield CounterMetricFamily("kollm:prefix_cache_hits", "Prompt tokens found in the prefix cache",
                                   value=st.prefix_hits)
+        # speculative decoding, vLLM's spec_decode_* names: acceptance rate = accepted / draft tokens
+        yield CounterMetricFamily("kollm:spec_decode_num_drafts", "Rows that ran with drafted tokens",
+                                  value=st.spec_drafts)
+        yield CounterMetricFamily("kollm:spec_decode_num_draft_tokens", "Tokens drafted", value=st.spec_draft_tokens)
+        yield CounterMetricFamily("kollm:spec_decode_num_accepted_tokens", "Drafted tokens accepted",
+                                  value=st.spec_accepted_tokens)
 
 
 class Metrics:

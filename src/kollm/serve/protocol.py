@@ -57,6 +57,7 @@ class Sampling(BaseModel):
     stop: StopText | StopList | None = None
     stop_token_ids: list[int] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)
     ignore_eos: bool = False
+    speculative: bool = True  # kollm's: false keeps this request out of speculative decoding (same output)
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(1, ge=1, le=16)
     stream: bool = False

@@ -34,9 +34,11 @@ class ModelRunner:
         self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
 
     def prefill(self, segments: list[tuple[int, int, list[int]]], loras: list[Adapter | None] | None = None,
-                ) -> torch.Tensor:
+                every: bool = False) -> torch.Tensor:
         """Logits [len(segments), vocab] at the last token of each chunk; a segment is (slot, start, chunk ids):
-        the chunk's tokens sit at positions start.. of that slot's sequence. `loras`: each segment's adapter."""
+        the chunk's tokens sit at positions start.. of that slot's sequence. `loras`: each segment's adapter.
+        `every`: logits at every token of every chunk instead, [total tokens, vocab] (speculative decoding checks
+        a row's drafted tokens in one chunk: serve/spec.py)."""
         ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
         for j, (_, start, chunk) in enumerate(segments):
             n = len(chunk)
@@ -47,14 +49,16 @@ class ModelRunner:
             kseg += [j] * (start + n)
             last.append(len(ids) - 1)
         dev = self.device
-        q, rows = torch.tensor(qpos, device=dev), torch.tensor(last, device=dev)
+        q = torch.tensor(qpos, device=dev)
+        rows = torch.arange(len(ids), device=dev) if every else torch.tensor(last, device=dev)
         lora = LoraRows.build([(a, len(chunk)) for a, (_, _, chunk) in zip(loras, segments, strict=True)], dev) \
             if loras else None
         self.cache.plan = Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments], lora)
         self.cache.reserve(max(slot for slot, _, _ in segments) + 1,
                            max(start + len(chunk) for _, start, chunk in segments) + 1)
         if self.forward is not None:
-            return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache, rows)
+            return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache,
+                                None if every else rows)
         assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.tensor(kpos, device=dev)
         same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]

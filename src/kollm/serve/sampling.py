@@ -29,6 +29,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # alternatives to report per token (None: no logprobs)
     grammar: str | None = None  # llguidance grammar the output must follow (response_format), serve/structured.py
+    speculative: bool = True  # may draft tokens when the engine speculates (serve/spec.py); same output either way
 
     def for_choice(self, i: int) -> SamplingParams:
         """The params of the i-th of `n` choices: seed + i, so seeded choices differ and each is reproducible."""

@@ -15,6 +15,7 @@ import torch
 from kollm.serve.lora import Adapter
 from kollm.serve.output import Output, Token
 from kollm.serve.sampling import SamplingParams, is_plain_greedy, next_token
+from kollm.serve.spec import Draft
 from kollm.serve.structured import Constraint, Grammars
 from kollm.serve.utf8 import Utf8Guard
 
@@ -43,6 +44,7 @@ class Sequence:
     constraint: Constraint | None = None  # response_format's grammar
     seen: list[int] = field(default_factory=list)
     followers: list[Sequence] = field(default_factory=list)  # same prompt: share this prefill (n > 1)
+    draft: Draft | None = None  # speculative decoding's state (serve/spec.py); None: this request does not draft
 
 
 class Sampler:

@@ -63,6 +63,15 @@ def _walk(data: bytes, state: int) -> int | None:
     return _INDEX[(owed, lo, hi) if owed else (0, 0, 0)]
 
 
+def _whole(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8 on its own (then it starts no continuation and leaves none owed)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def token_bytes(tokenizer: object) -> list[bytes | None]:
     """Each token id's bytes, or None where they cannot be known (then the token is never masked)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -109,13 +118,18 @@ class Utf8Guard:
         n = len(STATES)
         self.allowed = torch.ones(n, vocab, dtype=torch.bool)  # ids past the tokenizer (padded rows): allowed
         self.after = torch.zeros(n, vocab, dtype=torch.long)
+        whole = []  # tokens that are whole characters: allowed only between characters, which they leave so
         for tid, data in enumerate(pieces[:vocab]):
+            if data and _whole(data):  # (most of a vocabulary: no walk through the 8 states for them)
+                whole.append(tid)
+                continue
             for state in range(n):
                 left = 0 if data is None else _walk(data, state)
                 if left is None:
                     self.allowed[state, tid] = False
                 else:
                     self.after[state, tid] = left
+        self.allowed[1:, whole] = False
 
         self.blocked = (~self.allowed).to(torch.bool)
 
