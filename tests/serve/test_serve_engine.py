@@ -146,3 +146,17 @@ def test_blocked_argmax_is_torch_argmax_ties_and_nan_included():
         assert torch.equal(argmax_rows(x), x.argmax(-1))
         x[0, vocab // 2] = float("nan")
         assert torch.equal(argmax_rows(x), x.argmax(-1))
+
+
+def test_close_stops_the_loop_and_fails_what_was_left(tiny_model_dir):
+    """An engine closed with a request still running fails it with an error, ends its thread and lets go of its
+    KV (kollm eval closes each model's engine when it is done with the model)."""
+    eng = Engine.load(tiny_model_dir)
+    p = SamplingParams(max_tokens=10_000, temperature=0, ignore_eos=True)
+    stream = eng.generate(eng.encode("한국어"), p)
+    next(stream)  # running
+    eng.close()
+    assert not eng._thread.is_alive()
+    with pytest.raises(RuntimeError, match="engine was closed"):
+        list(stream)
+    assert eng.cache.nbytes() == 0

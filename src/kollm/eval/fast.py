@@ -178,6 +178,12 @@ class FastHF(HFLM):
     def _eos_text(self) -> str:
         return self.tok_decode(self.eot_token_id, skip_special_tokens=False)
 
+    def close(self) -> None:
+        """Stop the serving engine, if one was built, so the model can be freed (kollm eval, after each model)."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
     def engine(self) -> Any:
         """The serving engine over this LM's model, built once, at the first generation request. It makes the
         model's q/k/v and gate/up weights views of fused tensors (serve/forward.py): same values, so the

@@ -201,6 +201,8 @@ def run_tasks(cfg: EvalConfig) -> dict:
                     log_samples=False, bootstrap_iters=1000)  # lm-eval's default seeds: same shots as lm_eval
             runs.append({"model": label, "model_path": model, "backend": be.name, "add_bos_token": be.add_bos_token,
                          "shots": k, "seconds": round(time.perf_counter() - t0, 2), "lm_eval": _clean(res)})
+        if hasattr(be.lm, "close"):
+            be.lm.close()  # the serving engine of its generation tasks (eval/fast.py), if it built one
         del be
     doc = {"kollm_eval": SCHEMA, "tasks": specs, "shots": shots, "limit": cfg.limit or None, "runs": runs}
     out = Path(cfg.out)

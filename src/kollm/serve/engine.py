@@ -111,6 +111,7 @@ class Engine(EngineBase):
         self._done: list[Sequence] = []  # requests with outputs this step
         self._sinks: dict[asyncio.AbstractEventLoop, _LoopSink] = {}
         self._wake = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="kollm-engine", daemon=True)
         self._thread.start()
 
@@ -245,16 +246,36 @@ class Engine(EngineBase):
     def steps(self) -> int:
         return self._stats["steps"]
 
+    def close(self) -> None:
+        """Stop the step loop (requests still running or waiting fail with an error) and let the model go: an
+        in-process user with several models (kollm eval) frees each one's engine when done with it."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+
     # ---- the step loop -----------------------------------------------------------------------------------
     def _loop(self) -> None:
         sched = self.scheduler
         while True:
-            if not (sched.waiting or len(self.slots)):
+            if not (sched.waiting or len(self.slots) or self._closed):
                 if self._stats["steps"] != self._trimmed_at:  # idle after work: give freed memory back
                     self._trimmed_at = self._stats["steps"]
                     release_memory()
                 self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                with self.lock:
+                    while True:
+                        try:
+                            sched.waiting.append(self._inbox.get_nowait())
+                        except queue.Empty:
+                            break
+                    for r in sched.waiting + self.slots.clear():
+                        self._fail(r, RuntimeError("the engine was closed"))
+                    sched.waiting = []
+                    self._flush()
+                    self.cache.k = self.cache.v = []  # the KV goes with the engine
+                return
             try:
                 with self.lock, torch.no_grad():
                     while True:
