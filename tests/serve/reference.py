@@ -36,11 +36,18 @@ def engine_greedy_together(engine: Engine, prompts: list[list[int]], ns: list[in
                            loras: list[str | None] | None = None, ignore_eos: bool = True) -> list[list[int]]:
     """Greedy tokens of every prompt (each under its LoRA adapter in `loras`), all submitted at once (so they share
     the engine's batch)."""
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=ignore_eos) for n in ns]
+    return [[t.id for t in toks] for toks in engine_together(engine, prompts, params, loras)]
+
+
+def engine_together(engine: Engine, prompts: list[list[int]], params: list[SamplingParams],
+                    loras: list[str | None] | None = None) -> list[list[Token]]:
+    """The Tokens of every prompt with its own params (and LoRA adapter), all submitted at once."""
     got: dict = {}
 
     def run(i: int) -> None:
-        p = SamplingParams(max_tokens=ns[i], temperature=0, ignore_eos=ignore_eos)
-        got[i] = [s.id for s in engine.generate(prompts[i], p, loras[i] if loras else None) if isinstance(s, Token)]
+        got[i] = [s for s in engine.generate(prompts[i], params[i], loras[i] if loras else None)
+                  if isinstance(s, Token)]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
     for t in threads:

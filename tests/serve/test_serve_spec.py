@@ -5,17 +5,16 @@ the model's distribution (checked statistically against the probabilities comput
 from __future__ import annotations
 
 import re
-import threading
 
 import httpx
 import pytest
 import torch
 from live import running
-from reference import engine_greedy_together, hf_greedy
+from reference import engine_greedy_together, engine_together, hf_greedy
 
 from kollm.serve.app import create_app
 from kollm.serve.config import EngineConfig
-from kollm.serve.engine import Engine, Finish, Token
+from kollm.serve.engine import Engine, Token
 from kollm.serve.sampling import SamplingParams
 from kollm.serve.spec import MAX_TOKENS, Ngrams, Policy, expected_tokens
 
@@ -39,20 +38,6 @@ def always_draft(engines, monkeypatch):
     drafted = spec.spec_stats.draft_tokens - before[0]
     accepted = spec.spec_stats.accepted_tokens - before[1]
     assert drafted > accepted > 0, f"drafted {drafted}, accepted {accepted}: the test needs both kept and refused"
-
-
-def run_all(engine: Engine, prompts: list[list[int]], params: list[SamplingParams]) -> list[list[Token]]:
-    got: dict = {}
-
-    def run(i: int) -> None:
-        got[i] = [s for s in engine.generate(prompts[i], params[i]) if not isinstance(s, Finish)]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [got[i] for i in range(len(prompts))]
 
 
 def test_ngrams_draft_what_followed_the_latest_longest_match():
@@ -108,7 +93,7 @@ def test_seeded_samples_stops_logprobs_and_penalties_are_unchanged(engines, alwa
                              stop=["병 그"], ignore_eos=True),
               SamplingParams(max_tokens=25, temperature=0.7, seed=3, frequency_penalty=0.3, min_p=0.05),
               SamplingParams(max_tokens=30, temperature=0.05, seed=4, ignore_eos=True)]  # drafts often kept
-    a, b = run_all(spec, prompts, params), run_all(plain, prompts, params)
+    a, b = engine_together(spec, prompts, params), engine_together(plain, prompts, params)
     assert [[t.id for t in x] for x in a] == [[t.id for t in x] for x in b]
     assert "".join(t.text for t in a[2]) == "".join(t.text for t in b[2])
     for x, y in zip(a[1], b[1], strict=True):  # the same distribution, computed in a longer forward
@@ -158,7 +143,7 @@ def test_sampled_tokens_follow_the_models_distribution(engines, monkeypatch):
     monkeypatch.setattr(spec.policy, "choose", lambda drafts, accepts: 4)
     n, before = 1500, spec.spec_stats.accepted_tokens
     p = SamplingParams(max_tokens=3, temperature=T, top_k=K, ignore_eos=True)  # room for a draft after the first
-    outs = run_all(spec, [ids] * n, [p.for_choice(i) for i in range(n)])
+    outs = engine_together(spec, [ids] * n, [p.for_choice(i) for i in range(n)])
     assert spec.spec_stats.accepted_tokens > before
     counts, expected = torch.zeros(K), torch.zeros(K)
     for toks in outs:  # by rank of the second token under its own distribution (given the first)

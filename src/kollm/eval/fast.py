@@ -138,9 +138,9 @@ class FastHF(HFLM):
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         if self.backend != "causal" or not requests:
             return super().generate_until(requests, disable_tqdm)
-        ours = [i for i, r in enumerate(requests) if self._engine_plan(r.args[1]) is not None]
-        mine = set(ours)
-        rest = [i for i in range(len(requests)) if i not in mine]
+        greedy = [self._engine_plan(r.args[1]) is not None for r in requests]
+        ours = [i for i, g in enumerate(greedy) if g]
+        rest = [i for i, g in enumerate(greedy) if not g]
         out: list[str | None] = [None] * len(requests)
         if rest:  # sampling, beams, penalties: transformers' generate, as HFLM runs it
             for i, s in zip(rest, super().generate_until([requests[i] for i in rest], disable_tqdm), strict=True):

@@ -265,24 +265,14 @@ class Engine(EngineBase):
             self._wake.clear()
             if self._closed:
                 with self.lock:
-                    while True:
-                        try:
-                            sched.waiting.append(self._inbox.get_nowait())
-                        except queue.Empty:
-                            break
-                    for r in sched.waiting + self.slots.clear():
-                        self._fail(r, RuntimeError("the engine was closed"))
-                    sched.waiting = []
+                    self._take_inbox()
+                    self._fail_all(RuntimeError("the engine was closed"))
                     self._flush()
-                    self.cache.k = self.cache.v = []  # the KV goes with the engine
+                    self.cache.k, self.cache.v = [], []  # the KV goes with the engine
                 return
             try:
                 with self.lock, torch.no_grad():
-                    while True:
-                        try:
-                            sched.waiting.append(self._inbox.get_nowait())
-                        except queue.Empty:
-                            break
+                    self._take_inbox()
                     sched.drop_cancelled()
                     sched.admit()
                     if self.slots.prefilling:
@@ -293,10 +283,22 @@ class Engine(EngineBase):
                     self._stats["steps"] += 1
                 self._flush()
             except Exception as e:  # noqa: BLE001 - the step failed as a whole: everyone in it gets the error
-                for r in sched.waiting + self.slots.clear():
-                    self._fail(r, e)
-                sched.waiting = []
+                self._fail_all(e)
             self._flush()
+
+    def _take_inbox(self) -> None:
+        """New requests join the waiting ones."""
+        while True:
+            try:
+                self.scheduler.waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _fail_all(self, e: Exception) -> None:
+        """Every request, waiting or running, gets the error and leaves."""
+        for r in self.scheduler.waiting + self.slots.clear():
+            self._fail(r, e)
+        self.scheduler.waiting = []
 
     def _flush(self) -> None:
         """Hand this step's outputs over: one call per sink."""
@@ -408,8 +410,7 @@ class Engine(EngineBase):
                     break
                 kept += 1
             if d:
-                st.drafts, st.draft_tokens, st.accepted_tokens = st.drafts + 1, st.draft_tokens + len(d), \
-                    st.accepted_tokens + kept
+                st.count(len(d), kept)
                 update_accept(self.policy, r.draft, len(d), kept)
 
     def _greedy(self, r: Sequence, best: int) -> int | None:

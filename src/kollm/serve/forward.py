@@ -67,7 +67,12 @@ class Forward:
         self.heads, self.kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.by_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
+        fused = [m.weight.detach() for layer in inner.layers for m in (
+            layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.gate_proj,
+            layer.mlp.up_proj)]
         self.layers = [self._layer(layer, w) for layer, w in zip(inner.layers, windows(cfg), strict=True)]
+        drop_file_pages(fused)  # read once from the mapped weights file to fuse them, never again
+        del fused
         self.norm = self._norm_weight(inner.norm)
         self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias)
         self.softcap = float(getattr(cfg, "final_logit_softcapping", None) or 0)
@@ -159,8 +164,7 @@ class Forward:
 def _fuse(*linears: nn.Linear) -> PackedLinear:
     """One GEMM for several projections of the same input. The transformers modules keep working (prompt
     scoring runs through them): their weights become views of the fused one, so memory is not doubled."""
-    originals = [m.weight.detach() for m in linears]
-    weight = torch.cat(originals)
+    weight = torch.cat([m.weight.detach() for m in linears])
     bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
     at = 0
     for m in linears:
@@ -169,7 +173,6 @@ def _fuse(*linears: nn.Linear) -> PackedLinear:
         if bias is not None:
             m.bias = nn.Parameter(bias[at:at + n], requires_grad=False)
         at += n
-    drop_file_pages(originals)  # read once from the mapped weights file, never again
     return PackedLinear(weight, bias)
 
 

@@ -77,6 +77,12 @@ class SpecStats:
     accepted_tokens: int = 0  # of them accepted
     steps: int = 0  # speculative steps
 
+    def count(self, proposed: int, accepted: int) -> None:
+        """One row's check: `proposed` drafted tokens, `accepted` of them kept."""
+        self.drafts += 1
+        self.draft_tokens += proposed
+        self.accepted_tokens += accepted
+
 
 def expected_tokens(accept: float, k: int) -> float:
     """Tokens a row outputs in one step with k drafts, each accepted with probability `accept` in turn:
