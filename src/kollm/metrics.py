@@ -58,6 +58,17 @@ def char_edit_distance(pred: str, ref: str) -> int:
     return prev[-1]
 
 
+def cer(pred: str, ref: str) -> float:
+    """Character error rate, as OCR and speech recognition report it: `char_edit_distance` / the reference's
+    length after `normalize` (a line break and a space are the same character). 0 is perfect; it can pass 1
+    when the prediction is much longer than the reference. An empty reference scores 0 against an empty
+    prediction, else 1."""
+    n = len(normalize(ref))
+    if n == 0:
+        return 0.0 if not normalize(pred) else 1.0
+    return char_edit_distance(pred, ref) / n
+
+
 def char_similarity(pred: str, ref: str) -> float:
     """1 - distance / max(len) in [0, 1]; two empty strings are identical (1.0)."""
     longest = max(len(normalize(pred)), len(normalize(ref)))

@@ -20,6 +20,9 @@ def run(
     executor: str = typer.Option(None, help="local | slurm | ray"),
     quality: bool = typer.Option(None, "--quality/--no-quality", help="quality filters (length, Hangul, spam)"),
     near_dedup: bool = typer.Option(None, "--near-dedup/--no-near-dedup", help="MinHash near-duplicate removal"),
+    whisper: Path = typer.Option(None, help="CTranslate2 whisper folder (`kollm import whisper`): transcribe audio "
+                                 "files (wav, mp3, m4a, flac, ogg)"),
+    whisper_language: str = typer.Option(None, help="language of the audio (ISO 639-1, e.g. ko); default: detected"),
     verbose: bool = typer.Option(False, "--verbose", help="show datatrove's task logs (always in OUT/logs/)"),
 ) -> None:
     """Clean, filter, mask PII, de-duplicate and shard a Korean corpus; re-run to resume."""
@@ -31,7 +34,8 @@ def run(
     cfg = override(
         read_recipe(recipe, "data run", {"data": DataConfig})["data"], inputs=[str(p) for p in data] if data else None,
         out=str(out) if out else None, workers=workers, tokenizer=str(tokenizer) if tokenizer else None,
-        executor=executor, quality=quality, near_dedup=near_dedup,
+        executor=executor, quality=quality, near_dedup=near_dedup, whisper=str(whisper) if whisper else None,
+        whisper_language=whisper_language,
     )
     if not cfg.inputs:
         raise KollmError("no input: pass --data FILE_OR_FOLDER (repeatable) or set [data].inputs in the recipe")

@@ -18,6 +18,14 @@ class DataConfig:
     slurm_time: str = "24:00:00"
     txt_doc_per_file: bool = False  # .txt: whole file is one document (else blank-line blocks)
     strict: bool = False  # stop at the first unreadable file or line (else count it in stats.json and go on)
+    # audio (wav, mp3, m4a, flac, ogg) is transcribed with this CTranslate2 whisper folder (`kollm import whisper`);
+    # without one, audio files are removed as no_whisper (strict: the run stops)
+    whisper: str = ""
+    whisper_language: str = ""  # ISO 639-1 code ("ko") for every audio file; empty: detected per file
+    # images (png, jpg, tiff, webp) and PDF pages without a text layer are OCR'd (data/ocr.py, tesseract kor+eng);
+    # pages read under this confidence (0-100) go to removed/read/ as low_ocr_confidence (strict: the run stops).
+    # bench/ocr.py: the 40 text pages (8 kinds) read at 80-94, pages of noise, shapes or scribbles at 15-67
+    ocr_min_confidence: float = 70.0
     # stages; each can be switched off
     normalize: bool = True
     html_to_text: bool = True

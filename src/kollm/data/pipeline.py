@@ -33,11 +33,13 @@ from kollm.data.executors import make_executor
 from kollm.data.quality import QualityRules
 from kollm.data.report import Report
 from kollm.data.shards import TokenShardWriter
-from kollm.data.sources import list_input_files
+from kollm.data.sources import OCR_SUFFIXES, list_input_files
+from kollm.data.speech import AudioOptions, check_folder, cores
 from kollm.data.steps import (
     Dedup,
     MaskPII,
     Normalize,
+    OcrFloor,
     QualityFilter,
     ReadSources,
     ReadStage,
@@ -73,7 +75,13 @@ def build_executors(cfg: DataConfig, verbose: bool = False) -> list[Any]:
     tasks = _plan_tasks(cfg, files)
     out, work = cfg.out, f"{cfg.out}/work"
     removed = f"{out}/removed" if cfg.keep_removed else None
-    clean: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file, cfg.strict)]
+    audio = None
+    if cfg.whisper:  # checked here, before any worker starts; each worker loads it on its first audio file
+        audio = AudioOptions(str(check_folder(cfg.whisper)), cfg.whisper_language,
+                             threads=max(1, cores() // max(1, min(cfg.workers, tasks))))
+    clean: list = [ReadSources([str(f) for f in files], cfg.txt_doc_per_file, cfg.strict, audio)]
+    if any(f.name.lower().endswith(OCR_SUFFIXES) for f in files):  # pages OCR could barely read leave here
+        clean.append(OcrFloor(cfg.ocr_min_confidence, cfg.strict, removed))
     if cfg.normalize:
         clean.append(Normalize(cfg.html_to_text, removed))
     if cfg.repair_lines != "off":

@@ -19,7 +19,7 @@ from datatrove.pipeline.base import PipelineStep
 from kollm.errors import KollmError
 from kollm.files import atomic_path, write_json
 
-_ORDER = ("read", "normalize", "repair", "quality", "pii", "exact_dedup", "near_dedup")
+_ORDER = ("read", "ocr_floor", "normalize", "repair", "quality", "pii", "exact_dedup", "near_dedup")
 
 
 def _total(v: object) -> float:

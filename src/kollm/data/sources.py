@@ -21,13 +21,19 @@ from typing import IO
 
 import zstandard
 
+from kollm.data.config import DataConfig
 from kollm.data.mediawiki import iter_wiki_pages
 from kollm.data.normalize import nfc
+from kollm.data.speech import AUDIO_SUFFIXES, AudioOptions
 from kollm.errors import KollmError
 
 Problem = Callable[[str, str], None]  # (reason, message)
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".txt", ".txt.gz", ".parquet", ".xml", ".xml.bz2")
+SUFFIXES += AUDIO_SUFFIXES  # speech, transcribed by data/speech.py (needs a whisper folder: [data] whisper)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+OCR_SUFFIXES = IMAGE_SUFFIXES + (".pdf",)  # documents: OCR (data/ocr.py), or a PDF page's text layer if it has one
+SUFFIXES += OCR_SUFFIXES
 _TRUNCATED = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, lzma.LZMAError, OSError)
 
 
@@ -41,6 +47,12 @@ _FIXES = {
     "no_text_field": 'write lines like {"text": "..."}',
     "unreadable_file": "check the path and the format",
     "empty_file": "give a file with Korean text (one JSON object per line, or plain text)",
+    "no_whisper": "pass --whisper DIR (a CTranslate2 whisper folder: `kollm import whisper --out DIR`) or set "
+                  "[data].whisper",
+    "bad_audio": "re-encode it (e.g. `ffmpeg -i IN OUT.wav`) or leave it out",
+    "bad_image": "re-save it as PNG or JPEG, or leave it out",
+    "bad_pdf": "re-save it unencrypted (e.g. `qpdf --decrypt IN OUT.pdf`), or leave it out",
+    "low_ocr_confidence": "scan it again straight, in focus, at 300 dpi, or lower [data] ocr_min_confidence",
 }
 
 
@@ -62,7 +74,8 @@ def list_input_files(sources: list[str] | list[Path]) -> list[Path]:
     for src in sources:
         p = Path(src).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and (  # cameras and recorders name IMG_01.JPG
+                f.name.endswith(SUFFIXES) or f.name.lower().endswith(AUDIO_SUFFIXES + OCR_SUFFIXES)))
             if not found:
                 raise KollmError(f"folder {p} has no readable files ({', '.join(SUFFIXES)}); point --data at your text")
             files += found
@@ -77,7 +90,11 @@ def read_texts(sources: list[str] | list[Path]) -> list[str]:
     """Every document's text from files or folders, strictly read, NFC (the corpus boundary), empty ones out."""
     texts: list[str] = []
     for path in list_input_files(sources):
-        got = [t for d in iter_documents(path, strict) if (t := nfc(d["text"]).strip())]
+        docs = list(iter_documents(path, strict))
+        for d in docs:  # a page OCR could barely read would teach garbage: the floor holds here too
+            if (why := below_ocr_floor(d, DataConfig.ocr_min_confidence)) is not None:
+                strict("low_ocr_confidence", why)
+        got = [t for d in docs if (t := nfc(d["text"]).strip())]
         if not got:
             raise KollmError(f"{path} is empty (no document with text); {_FIXES['empty_file']}")
         texts += got
@@ -193,11 +210,92 @@ def _wiki(path: Path, problem: Problem) -> Iterator[dict]:
         problem("truncated_file", _cut(path, e))
 
 
-def iter_documents(path: Path, problem: Problem, txt_doc_per_file: bool = False) -> Iterator[dict]:
-    """{id, source, text} for every readable document in `path`; problems go to `problem`."""
+def _audio(path: Path, problem: Problem, audio: AudioOptions | None) -> Iterator[dict]:
+    """One document per audio file: the transcript, with its segments' timestamps in `metadata`. A file with no
+    speech in it (VAD finds none) is skipped as `no_speech` in both modes, like an empty document."""
+    if audio is None or not audio.whisper:
+        problem("no_whisper", f"{path}: audio needs a whisper model to transcribe it")
+        return
+    from kollm.data import speech
+
+    model = speech.load_whisper(audio.whisper, threads=audio.threads)  # a bad folder stops the run: not the file's
+    try:
+        samples = speech.decode(path)
+    except speech.AudioError as e:
+        problem("bad_audio", f"{path}: {e.why}")
+        return
+    t = model.transcribe(samples, language=audio.language or None)
+    if not t.text:
+        problem("no_speech", f"{path}: no speech found in {t.duration:.1f} s of audio")
+        return
+    yield {"id": path.name, "source": str(path), "text": t.text, "metadata": {
+        "language": t.language, "duration": t.duration,
+        "segments": [{"start": s.start, "end": s.end, "text": s.text.strip()} for s in t.segments]}}
+
+
+def below_ocr_floor(doc: dict, floor: float) -> str | None:
+    """Why an OCR'd page is under the confidence floor (None when it is not, or was not OCR'd)."""
+    conf = (doc.get("metadata") or {}).get("ocr_confidence")
+    if conf is None or conf >= floor:
+        return None
+    page = doc["metadata"]["page"]
+    return f"{doc['source']}: page {page} reads at OCR confidence {conf:.0f}, under the floor {floor:g}"
+
+
+def _page(path: Path, page: int, text: str, method: str, conf: float | None) -> dict:
+    return {"id": f"{path.name}:{page}", "source": str(path), "text": text,
+            "metadata": {"page": page, "method": method, "ocr_confidence": None if conf is None else round(conf, 1)}}
+
+
+def _image(path: Path, problem: Problem) -> Iterator[dict]:
+    """One document per page (a TIFF can hold several), OCR'd; a missing tesseract stops the run (not the
+    file's fault)."""
+    from kollm.data import ocr
+
+    ocr.check_available()
+    if path.stat().st_size == 0:
+        problem("empty_file", f"{path} is empty")
+        return
+    try:
+        for n, img in enumerate(ocr.image_pages(path.read_bytes()), 1):
+            res = ocr.ocr_image(img)
+            yield _page(path, n, res.text, "ocr", res.confidence)
+    except ValueError as e:
+        problem("bad_image", f"{path}: {e}")
+
+
+def _pdf(path: Path, problem: Problem) -> Iterator[dict]:
+    """One document per page: its text layer, or OCR of the rendered page when it has none."""
+    from kollm.data import ocr
+
+    if path.stat().st_size == 0:
+        problem("empty_file", f"{path} is empty")
+        return
+    n = 0
+    try:
+        for page in ocr.pdf_pages(path):
+            n += 1
+            yield _page(path, page.page, page.text, page.method, page.confidence)
+    except ValueError as e:
+        problem("bad_pdf", f"{path}: {e}")
+        return
+    if n == 0:
+        problem("empty_file", f"{path} has no pages")
+
+
+def iter_documents(path: Path, problem: Problem, txt_doc_per_file: bool = False,
+                   audio: AudioOptions | None = None) -> Iterator[dict]:
+    """{id, source, text} for every readable document in `path` (and `metadata`, a dict, for some formats: the
+    segments of a transcript); problems go to `problem`."""
     name = path.name
     if not path.is_file():
         problem("unreadable_file", f"{path}: does not exist")
+    elif name.lower().endswith(AUDIO_SUFFIXES):
+        yield from _audio(path, problem, audio)
+    elif name.lower().endswith(IMAGE_SUFFIXES):
+        yield from _image(path, problem)
+    elif name.lower().endswith(".pdf"):
+        yield from _pdf(path, problem)
     elif name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz")):
         yield from _jsonl(path, problem)
     elif name.endswith(".parquet"):

@@ -81,11 +81,13 @@ class ReadSources(KollmStep):
 
     name = "read"
 
-    def __init__(self, files: list[str], txt_doc_per_file: bool = False, strict: bool = False) -> None:
+    def __init__(self, files: list[str], txt_doc_per_file: bool = False, strict: bool = False,
+                 audio: sources.AudioOptions | None = None) -> None:
         super().__init__()
         self.files = files
         self.txt_doc_per_file = txt_doc_per_file
         self.strict = strict
+        self.audio = audio  # how audio files are transcribed (data/speech.py)
 
     def problem(self, reason: str, message: str) -> None:
         if self.strict:
@@ -101,17 +103,38 @@ class ReadSources(KollmStep):
         for path in mine:
             p = Path(path)
             self.stat_update("bytes_read", value=p.stat().st_size if p.is_file() else 0)
-            for row in iter_documents(p, self.problem, self.txt_doc_per_file):
+            for row in iter_documents(p, self.problem, self.txt_doc_per_file, self.audio):
                 n += 1
                 if not by_file and (n - 1) % world_size != rank:
                     continue
                 if not row["text"].strip():
                     self.problem("empty_document", f"{row['source']}: document {row['id']} is empty")
                     continue
-                doc = Document(text=row["text"], id=row["id"], metadata={"source": row["source"]})
+                # a reader's own metadata (a transcript's segments) rides along and is written with the document
+                doc = Document(text=row["text"], id=row["id"],
+                               metadata={"source": row["source"], **row.get("metadata", {})})
                 self.count("out", doc)
                 count_doc()
                 yield doc
+
+
+class OcrFloor(KollmStep):
+    """OCR'd pages read under the confidence floor leave here, to removed/ocr_floor/ with their text for
+    `kollm data inspect` (a reader's problems have no document to keep); strict: the run stops at the first."""
+
+    name = "ocr_floor"
+
+    def __init__(self, floor: float, strict: bool = False, removed_dir: str | None = None) -> None:
+        super().__init__(removed_dir)
+        self.floor, self.strict = floor, strict
+
+    def process(self, doc: Document) -> Document | str:
+        why = sources.below_ocr_floor({"source": doc.metadata.get("source"), "metadata": doc.metadata}, self.floor)
+        if why is None:
+            return doc
+        if self.strict:
+            sources.strict("low_ocr_confidence", why)
+        return "low_ocr_confidence"
 
 
 class Normalize(KollmStep):
@@ -163,6 +186,8 @@ class MaskPII(KollmStep):
     def process(self, doc: Document) -> Document | str:
         counts: Counter = Counter()
         doc.text = mask_pii(doc.text, counts)
+        for seg in doc.metadata.get("segments") or ():  # a transcript's segments repeat its text: masked too
+            seg["text"] = mask_pii(seg["text"], Counter())
         for placeholder, n in counts.items():
             self.stat_update(f"masked/{placeholder}", value=n)
         return doc

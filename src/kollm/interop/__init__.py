@@ -7,5 +7,6 @@ stages and the shared helpers (runtime, special_tokens, files, errors), never ev
 from kollm.interop.gguf_export import export_gguf
 from kollm.interop.gguf_import import import_gguf
 from kollm.interop.hf_import import import_hf
+from kollm.interop.whisper import import_whisper
 
-__all__ = ["export_gguf", "import_gguf", "import_hf"]
+__all__ = ["export_gguf", "import_gguf", "import_hf", "import_whisper"]

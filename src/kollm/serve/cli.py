@@ -47,6 +47,8 @@ def serve(
                                    "with model=NAME run it (repeat for several, served side by side)"),
     allow_runtime_lora: bool = typer.Option(None, "--allow-runtime-lora/--no-allow-runtime-lora",
                                             help="allow /v1/load_lora_adapter and /v1/unload_lora_adapter"),
+    whisper: Path = typer.Option(None, help="CTranslate2 whisper folder (`kollm import whisper --out DIR`): adds "
+                                 "POST /v1/audio/transcriptions"),
 ) -> None:
     """OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /metrics."""
     if ctx.invoked_subcommand:
@@ -59,7 +61,7 @@ def serve(
                        kv_cache_mb=kv_cache_mb, speculative=speculative, max_model_len=max_model_len,
                        lora=lora or None, allow_runtime_lora=allow_runtime_lora,
                        chat_template=str(chat_template) if chat_template else None,
-                       keys_db=str(keys_db) if keys_db else None))
+                       keys_db=str(keys_db) if keys_db else None, whisper=str(whisper) if whisper else None))
 
 
 keys = typer.Typer(help="API keys for `kollm serve` (stored hashed; a key is shown once).", no_args_is_help=True)

@@ -17,6 +17,10 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM tak
 MAX_STOP, MAX_STOP_CHARS = 16, 256  # OpenAI allows 4; lm-eval's local-completions sends a task's whole `until`
 MAX_STOP_TOKEN_IDS = 64
 MAX_LOGIT_BIAS = 1024
+# image_url content parts (serve/images.py reads them): data URLs only, each image at most this many bytes once
+# decoded (OpenAI allows 20 MB; a page scanned at 300 dpi is 1-3 MB as PNG), this many per request
+MAX_IMAGE_BYTES = 8 << 20
+MAX_IMAGES = 8
 
 
 NOT_TEXT = "holds a lone surrogate (\\ud800-\\udfff), which is not a character; send valid Unicode text"
@@ -94,31 +98,48 @@ class TextPart(BaseModel):
     text: Text
 
 
+class ImageURL(BaseModel):
+    model_config = _STRICT
+    url: str  # a data URL (data:image/png;base64,...); its size is bounded by the body limit and MAX_IMAGE_BYTES
+    detail: Literal["auto", "low", "high"] | None = None  # accepted for OpenAI's clients; OCR reads every pixel
+
+
+class ImagePart(BaseModel):
+    model_config = _STRICT
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class ChatMessage(BaseModel):
     model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant"]  # developer: OpenAI's newer name for system
-    content: Text | list[TextPart] | None = None
+    content: Text | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None = None
     name: Text | None = None
 
     @field_validator("content", mode="before")
     @classmethod
-    def _text_parts_only(cls, content: object) -> object:
+    def _known_parts_only(cls, content: object) -> object:
         if isinstance(content, list):
             for part in content:
                 kind = part.get("type") if isinstance(part, dict) else None
-                if kind != "text":
-                    raise ValueError(f"content part of type {kind!r} is not supported: this server reads text; send "
-                                     "[{\"type\": \"text\", \"text\": ...}] parts")
+                if kind not in ("text", "image_url"):
+                    raise ValueError(f"content part of type {kind!r} is not supported: this server reads text and "
+                                     "images; send [{\"type\": \"text\", \"text\": ...}] or "
+                                     "{\"type\": \"image_url\", \"image_url\": {\"url\": \"data:...\"}} parts")
         return content
 
     @model_validator(mode="after")
     def _content_unless_assistant(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.role != "user" and isinstance(self.content, list) and any(
+                isinstance(p, ImagePart) for p in self.content):
+            raise ValueError(f"image_url parts are only allowed in user messages, not in a {self.role} message")
         return self
 
     def for_template(self) -> dict:
-        """The message as chat templates take it: one string of content, `developer` as `system`."""
+        """The message as chat templates take it: one string of content, `developer` as `system`. Image parts
+        must have been read into text parts first (serve/images.py)."""
         content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content or [])
         msg = {"role": "system" if self.role == "developer" else self.role, "content": content}
         return {**msg, "name": self.name} if self.name else msg
@@ -132,6 +153,15 @@ class ResponseFormat(BaseModel):
 
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _few_images(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        n = sum(isinstance(p, ImagePart) for m in messages if isinstance(m.content, list) for p in m.content)
+        if n > MAX_IMAGES:
+            raise ValueError(f"{n} image_url parts; at most {MAX_IMAGES} images per request")
+        return messages
+
     max_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
     max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
     logprobs: bool = False
