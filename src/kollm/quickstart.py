@@ -117,8 +117,8 @@ def run_quickstart(data: list[Path] | None, out: Path, time_budget: float | None
         api = override(serve_cfg, model=str(res.model_dir))
         studio = override(r["studio"], model_url=f"http://{api.host}:{api.port}/v1", data=str(out / "studio"))
         studio_url = start_studio(studio)
-        typer.echo(f"kollm: Studio at {studio_url}  (prompt apps on this model; the first visit sets the admin "
-                   "password)")
+        typer.echo(f"kollm: Studio at {studio_url}  (prompt apps on this model; /setup asks for the setup "
+                   "token printed above)")
         run_server(api)
     else:
         typer.echo(f"  serve it with: kollm serve --model {res.model_dir}\n"

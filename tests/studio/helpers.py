@@ -68,12 +68,18 @@ def csrf_of(client: TestClient, path: str = "/login") -> str:
     return re.search(r'data-csrf="([^"]+)"', html).group(1)
 
 
+def setup_token(client: TestClient) -> str:
+    """The one-time setup token the Studio printed on its console at start (kept on the app for tests)."""
+    return client.app.state.setup_token
+
+
 def log_in(client: TestClient) -> str:
     """Log in (setting the password on first use); returns the session's CSRF token."""
     r = client.get("/")
     if r.url.path == "/setup":
         tok = csrf_of(client, "/setup")
-        client.post("/setup", data={"csrf_token": tok, "password": PASSWORD, "confirm": PASSWORD})
+        client.post("/setup", data={"csrf_token": tok, "token": setup_token(client), "password": PASSWORD,
+                                    "confirm": PASSWORD})
     else:
         tok = csrf_of(client, "/login")
         client.post("/login", data={"csrf_token": tok, "password": PASSWORD})
@@ -105,3 +111,21 @@ def required_in_ci(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (required when CI is set)")
     pytest.skip(reason)
+
+
+def run_test_set(client: TestClient, tok: str, ts: str, version: str = "1", timeout: float = 300,
+                 **form: str) -> httpx.Response:
+    """Run a test set as the page's button does (a background job, #25), wait for the job, and return the run's
+    page (or the job page, when the job did not finish as done)."""
+    import time
+
+    r = client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": version, **form},
+                    follow_redirects=False)
+    if r.status_code != 303:
+        return r
+    job = r.headers["location"].split("?")[0]
+    deadline = time.time() + timeout
+    while (v := client.get(f"{job}/status").json())["status"] in ("queued", "running"):
+        assert time.time() < deadline, v
+        time.sleep(0.05)
+    return client.get(v["result"]["url"]) if v["status"] == "done" else client.get(job)

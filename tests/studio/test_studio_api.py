@@ -9,7 +9,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from .helpers import PASSWORD, csrf_of, make_key, make_studio, new_app, sse_events
+from .helpers import PASSWORD, csrf_of, make_key, make_studio, new_app, run_test_set, setup_token, sse_events
 
 
 def _editor(client: TestClient, slug: str = "qc", version: int | None = None) -> dict:
@@ -38,29 +38,38 @@ def _unescape(s: str) -> str:
 
 
 # --- setup, login, logout ---------------------------------------------------------------------------------------
-def test_first_start_asks_for_an_admin_password_then_logs_in(tmp_path, fake_model):
+def test_first_start_asks_for_the_setup_token_and_an_admin_password(tmp_path, fake_model, capsys):
     client = TestClient(make_studio(tmp_path, fake_model), raise_server_exceptions=False)
+    token = setup_token(client)
+    assert f"setup token: {token}" in capsys.readouterr().out  # printed on the console, nowhere else
     r = client.get("/")
-    assert r.url.path == "/setup" and "관리자 비밀번호 설정" in r.text
+    assert r.url.path == "/setup" and "설정 토큰" in r.text and token not in r.text
+    assert token in client.get(f"/setup?token={token}").text  # the printed link fills the field in
     assert client.get("/login").url.path == "/setup"
     tok = csrf_of(client, "/setup")
-    r = client.post("/setup", data={"csrf_token": tok, "password": "short", "confirm": "short"})
-    assert r.status_code == 400 and "at least 8 characters" in r.text
-    r = client.post("/setup", data={"csrf_token": tok, "password": PASSWORD, "confirm": PASSWORD + "x"})
-    assert r.status_code == 400 and "differ" in r.text
-    r = client.post("/setup", data={"csrf_token": tok, "password": PASSWORD, "confirm": PASSWORD})
+    good = {"csrf_token": tok, "token": token}
+    # without the token (the first visitor who is not the one who started the Studio): refused
+    for wrong in ("", "not-the-token"):
+        r = client.post("/setup", data={**good, "token": wrong, "password": PASSWORD, "confirm": PASSWORD})
+        assert r.status_code == 403 and "설정 토큰" in r.text
+    r = client.post("/setup", data={**good, "password": "short", "confirm": "short"})
+    assert r.status_code == 400 and "8자 이상" in r.text
+    r = client.post("/setup", data={**good, "password": PASSWORD, "confirm": PASSWORD + "x"})
+    assert r.status_code == 400 and "다릅니다" in r.text
+    r = client.post("/setup", data={**good, "password": PASSWORD, "confirm": PASSWORD})
     assert r.status_code == 200 and r.url.path == "/"
     assert client.get("/setup").url.path == "/login"  # set once
     tok = csrf_of(client, "/")
-    r = client.post("/setup", data={"csrf_token": tok, "password": "another password", "confirm": "another password"})
+    r = client.post("/setup", data={"csrf_token": tok, "token": token, "password": "another password",
+                                    "confirm": "another password"})
     assert r.status_code == 403
     r = client.post("/logout", data={"csrf_token": tok})
     assert r.url.path == "/login"
     assert client.get("/").url.path == "/login"
     tok = csrf_of(client, "/login")
     r = client.post("/login", data={"csrf_token": tok, "password": "wrong password"})
-    assert r.status_code == 401 and "wrong password" in r.text
-    r = client.post("/login", data={"csrf_token": tok, "password": PASSWORD})
+    assert r.status_code == 401 and "틀렸습니다" in r.text
+    r = client.post("/login", data={"csrf_token": tok, "name": "admin", "password": PASSWORD})
     assert r.status_code == 200 and r.url.path == "/"
 
 
@@ -288,7 +297,8 @@ def test_app_endpoint_errors_are_openai_shaped(studio):
         (h, {"inputs": {}}, 400),
         (h, {"inputs": {"query": "a"}, "temperature": 1}, 400),
         (h, {"inputs": {"query": "a"}, "version": 5}, 404),
-        (h, {"inputs": {"query": "a"}, "label": "production"}, 404),  # no production label yet
+        (h, {"inputs": {"query": "a"}, "label": "staging"}, 404),  # no staging label yet
+        (h, {"inputs": {"query": "a"}, "model": "another-model"}, 400),  # only the version's own model
         (h, {"inputs": {"query": "a"}, "label": "prod"}, 400),
         (h, {"inputs": {"query": {"nested": 1}}}, 400),
     ]
@@ -327,6 +337,9 @@ def test_json_schema_output_is_sent_and_validated(studio):
     form = {**_editor(client, "blank"), "csrf_token": tok, "mode": "chat", "json_schema": json.dumps(schema)}
     assert client.post("/apps/blank/versions", data=form).status_code == 200
     h = {"Authorization": f"Bearer {key}"}
+    # the endpoint serves production (v1) until the label moves to the new version
+    assert "json_valid" not in client.post("/v1/apps/blank/run", headers=h, json={"inputs": {"input": "a"}}).json()
+    client.post("/apps/blank/labels", data={"csrf_token": tok, "label": "production", "version": "2"})
     fake.reply = '{"q": "유모차"}'
     body = client.post("/v1/apps/blank/run", headers=h, json={"inputs": {"input": "a"}}).json()
     assert body["json_valid"] is True and body["output"] == '{"q": "유모차"}'
@@ -391,18 +404,18 @@ def test_upload_csv_and_jsonl_test_sets(studio):
     assert _upload(client, tok, "set.jsonl", jsonl.encode()).status_code == 200
     page = client.get("/apps/qc/tests").text
     assert "set.csv" in page and "set.jsonl" in page
-    for name, data, words in [("set.txt", b"query\na\n", "upload a .csv or .jsonl"),
-                              ("set.exe", b"MZ\x00\x00", "upload a .csv or .jsonl"),
-                              ("set.csv.exe", b"a", "upload a .csv or .jsonl"),
-                              ("set.csv", "query\n유모챠\n".encode("cp949"), "not UTF-8"),
-                              ("set.csv", b"a,b\n\x00\x00,1\n", "binary"),
-                              ("set.jsonl", b"{bad\n", "line 1 is not JSON"),
-                              ("set.jsonl", b"\n\n", "no items"),
+    for name, data, words in [("set.txt", b"query\na\n", ".csv 또는 .jsonl 파일을 올리세요"),
+                              ("set.exe", b"MZ\x00\x00", ".csv 또는 .jsonl 파일을 올리세요"),
+                              ("set.csv.exe", b"a", ".csv 또는 .jsonl 파일을 올리세요"),
+                              ("set.csv", b"query,expected\n\xff\xff\xff,1\n", "CP949"),
+                              ("set.csv", b"a,b\n\x00\x00,1\n", "바이너리"),
+                              ("set.jsonl", b"{bad\n", "1번째 줄이 JSON이 아닙니다"),
+                              ("set.jsonl", b"\n\n", "항목이 없습니다"),
                               ("set.csv", b"query,regex\na,(\n", "invalid regular expression")]:
         r = _upload(client, tok, name, data)
         assert r.status_code == 400 and words in r.text, name
     r = client.post("/apps/qc/tests", data={"csrf_token": tok})
-    assert r.status_code == 400 and "choose a .csv or .jsonl" in r.text
+    assert r.status_code == 400 and ".csv 또는 .jsonl 파일을 선택하세요" in r.text
 
 
 def test_upload_size_and_item_limits(tmp_path, fake_model):
@@ -413,11 +426,11 @@ def test_upload_size_and_item_limits(tmp_path, fake_model):
     tok = log_in(client)
     new_app(client, tok)
     r = _upload(client, tok, "big.csv", b"query\n" + b"a\n" * 40000)
-    assert r.status_code == 413 and r.json()["error"]["message"] == "the request body is too large"
+    assert r.status_code == 413 and r.json()["error"]["message"] == "요청 본문이 너무 큽니다"
     r = _upload(client, tok, "mid.csv", b"query\n" + b"a\n" * 1500)  # under the body limit, over the file limit
-    assert r.status_code == 400 and "the limit is 2,000" in r.text
-    r = _upload(client, tok, "many.csv", b"query\n" + b"a\n" * 4)
-    assert r.status_code == 400 and "more than 3 items" in r.text
+    assert r.status_code == 400 and "한도는 2,000바이트" in r.text
+    r = _upload(client, tok, "many.csv", b"query,expected\n" + b"a,b\n" * 4)
+    assert r.status_code == 400 and "항목이 3개를 넘습니다" in r.text
 
 
 def test_run_a_test_set_export_and_compare(studio):
@@ -426,7 +439,7 @@ def test_run_a_test_set_export_and_compare(studio):
     page = client.get("/apps/qc/tests").text
     ts = re.search(r"/apps/qc/tests/(\d+)/run", page).group(1)
     fake.reply = "유모차 추천"
-    r = client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": "1"})
+    r = run_test_set(client, tok, ts, "1")  # a background job (#25): the helper waits for it
     assert r.status_code == 200 and re.match(r"/apps/qc/runs/\d+", r.url.path)
     run_a = r.url.path.rsplit("/", 1)[1]
     assert "exact match (spacing-insensitive)" in r.text and r.text.count('<td class="out">') == 40
@@ -434,7 +447,7 @@ def test_run_a_test_set_export_and_compare(studio):
     form = {**_editor(client), "csrf_token": tok, "instruction": "바꾼 지시문"}
     client.post("/apps/qc/versions", data=form)
     fake.reply = "엉뚱한 답"
-    run_b = client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": "2"}).url.path.rsplit("/")[-1]
+    run_b = run_test_set(client, tok, ts, "2").url.path.rsplit("/")[-1]
     r = client.get(f"/apps/qc/runs/compare?a={run_a}&b={run_b}")
     assert r.status_code == 200
     regressions = int(re.search(r"나빠진 항목 (\d+)개", r.text).group(1))

@@ -39,16 +39,18 @@ def test_studio_flow_in_a_browser(browser, model_server, tmp_path):
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    with running(make_studio(tmp_path, None, model_url=model_server)) as url:
+    studio = make_studio(tmp_path, None, model_url=model_server)
+    with running(studio) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="ko-KR")
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
 
-        # first start: set the admin password, log out, log in
+        # first start: the setup token printed on the console, the admin password; log out, log in
         page.goto(url + "/")
         assert page.url.endswith("/setup")
+        page.fill("#setup-token", studio.state.setup_token)
         page.fill("input[name=password]", PASSWORD)
         page.fill("input[name=confirm]", PASSWORD)
         page.click("button[type=submit]")

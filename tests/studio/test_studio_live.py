@@ -9,7 +9,7 @@ import httpx
 from conftest import run_kollm
 from fastapi.testclient import TestClient
 
-from .helpers import log_in, make_key, make_studio, new_app, sse_events
+from .helpers import log_in, make_key, make_studio, new_app, run_test_set, sse_events
 
 
 def test_app_endpoint_and_test_run_on_a_real_server(model_server, tmp_path):
@@ -31,7 +31,7 @@ def test_app_endpoint_and_test_run_on_a_real_server(model_server, tmp_path):
     first = sse_events(r.text)[0]
     assert first["type"] == "prompt" and first["prompt_tokens"] > 50  # kollm serve's /tokenize: the token counter
     ts = re.search(r"/apps/qc/tests/(\d+)/run", client.get("/apps/qc/tests").text).group(1)
-    r = client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": "1"})
+    r = run_test_set(client, tok, ts, "1")  # a background job (#25): the helper waits for it
     assert r.status_code == 200 and r.text.count('<td class="out">') == 40
     assert re.search(r"40 항목, 오류 0", r.text)
 
@@ -103,6 +103,7 @@ def test_json_schema_app_on_a_real_server_answers_valid_json(model_server, tmp_p
     form = {**_editor(client, "blank"), "csrf_token": tok, "mode": "chat", "json_schema": json.dumps(schema),
             "max_tokens": "200", "temperature": "0.7"}
     assert client.post("/apps/blank/versions", data=form).status_code == 200
+    client.post("/apps/blank/labels", data={"csrf_token": tok, "label": "production", "version": "2"})  # release it
     r = client.post("/v1/apps/blank/run", headers={"Authorization": f"Bearer {key}"}, json={"inputs": {"input": "a"}})
     assert r.status_code == 200, r.text
     body = r.json()

@@ -10,19 +10,24 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from .helpers import PASSWORD, csrf_of, log_in, make_key, make_studio, new_app
+from .helpers import PASSWORD, csrf_of, log_in, make_key, make_studio, new_app, run_test_set, setup_token
 
 GET_ROUTES = ["/", "/apps/qc", "/apps/qc?version=1", "/apps/qc/versions/1", "/apps/qc/compare", "/apps/qc/keys",
               "/apps/qc/logs", "/apps/qc/tests", "/apps/qc/runs/1", "/apps/qc/runs/1/export",
-              "/apps/qc/runs/compare?a=1&b=1", "/password"]
+              "/apps/qc/runs/compare?a=1&b=1", "/password",
+              "/jobs", "/jobs/1", "/jobs/1/status", "/apps/qc/training", "/apps/qc/training/export", "/apps/qc/tune",
+              "/users", "/model-status", "/apps/qc/playground/history"]
 POST_ROUTES = ["/apps", "/apps/qc/versions", "/apps/qc/labels", "/apps/qc/playground", "/apps/qc/keys",
-               "/apps/qc/keys/1/revoke", "/apps/qc/tests", "/apps/qc/tests/1/run", "/password", "/logout"]
+               "/apps/qc/keys/1/revoke", "/apps/qc/tests", "/apps/qc/tests/1/run",
+               "/jobs/1/cancel", "/apps/qc/runs/1/feedback", "/apps/qc/tune", "/apps/qc/feedback/1/delete",
+               "/apps/qc/tests/1/delete", "/apps/qc/archive", "/apps/qc/restore", "/apps/qc/delete", "/users",
+               "/users/admin/role", "/users/admin/delete", "/apps/qc/extract", "/password", "/logout"]
 SCRIPT = "<script>alert('x')</script>"
 
 
 def _run_once(client, tok):
     ts = re.search(r"/apps/qc/tests/(\d+)/run", client.get("/apps/qc/tests").text).group(1)
-    return client.post(f"/apps/qc/tests/{ts}/run", data={"csrf_token": tok, "version": "1"})
+    return run_test_set(client, tok, ts, "1")  # a background job (#25): the helper waits for it
 
 
 def test_every_page_and_action_needs_a_login(studio, tmp_path):
@@ -53,7 +58,7 @@ def test_every_state_changing_request_needs_the_csrf_token(studio):
         for extra in ({}, {"csrf_token": "forged"}, {"csrf_token": ""}):
             r = client.post(path, data={"slug": "x", "label": "production", "version": "1", "name": "k", **extra})
             assert r.status_code == 403, (path, extra)
-            assert "security token" in r.text
+            assert "보안 토큰" in r.text
     r = client.post("/apps/qc/playground", data={"in-query": "a"}, headers={"X-CSRF-Token": "forged"})
     assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
     # nothing changed, and the session is still logged in
@@ -140,14 +145,17 @@ def test_keys_are_shown_once_and_stored_hashed(studio, tmp_path):
 def test_session_cookie_flags_and_login_rotation(tmp_path, fake_model):
     client = TestClient(make_studio(tmp_path, fake_model), raise_server_exceptions=False)
     anon_tok = csrf_of(client, "/setup")
-    r = client.post("/setup", data={"csrf_token": anon_tok, "password": PASSWORD, "confirm": PASSWORD},
-                    follow_redirects=False)
+    anon_cookie = client.cookies["kollm_studio"]
+    r = client.post("/setup", data={"csrf_token": anon_tok, "token": setup_token(client), "password": PASSWORD,
+                                    "confirm": PASSWORD}, follow_redirects=False)
     cookie = r.headers["set-cookie"].lower()
     assert "kollm_studio=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
     assert csrf_of(client, "/") != anon_tok  # a new CSRF token after login
-    # the signing secret is made once, private, and reused
-    secret = tmp_path / "studio" / "session.key"
-    assert secret.stat().st_mode & 0o077 == 0
+    token = client.cookies["kollm_studio"]
+    assert token != anon_cookie  # and a new session token: no session fixation
+    # the cookie is only a random token; the database keeps its hash, never the token
+    dump = "\n".join(sqlite3.connect(tmp_path / "studio" / "studio.db").iterdump())
+    assert token not in dump and hashlib.sha256(token.encode()).hexdigest() in dump
     client2 = TestClient(make_studio(tmp_path, fake_model))
     client2.cookies = client.cookies
     assert client2.get("/").url.path == "/"  # the session survives a restart
@@ -183,9 +191,9 @@ def test_the_admin_changes_the_password_and_other_sessions_end(studio):
     page = client.get("/password")
     assert page.status_code == 200 and 'name="current"' in page.text and 'href="/password"' in page.text
     new = "a new password 2"
-    for form, status, words in [({"current": "wrong", "password": new, "confirm": new}, 400, "current password"),
-                                ({"current": PASSWORD, "password": new, "confirm": new + "x"}, 400, "differ"),
-                                ({"current": PASSWORD, "password": "short", "confirm": "short"}, 400, "at least 8")]:
+    for form, status, words in [({"current": "wrong", "password": new, "confirm": new}, 400, "현재 비밀번호"),
+                                ({"current": PASSWORD, "password": new, "confirm": new + "x"}, 400, "다릅니다"),
+                                ({"current": PASSWORD, "password": "short", "confirm": "short"}, 400, "8자 이상")]:
         r = client.post("/password", data={"csrf_token": tok, **form})
         assert r.status_code == status and words in r.text, form
     r = client.post("/password", data={"csrf_token": tok, "current": PASSWORD, "password": new, "confirm": new})
@@ -206,4 +214,4 @@ def test_password_guessing_is_slowed_down(tmp_path, fake_model):
     for _ in range(LOGIN_ATTEMPTS):
         assert client.post("/login", data={"csrf_token": tok, "password": "guess"}).status_code == 401
     r = client.post("/login", data={"csrf_token": tok, "password": "headless-pass"})
-    assert r.status_code == 429 and "too many wrong passwords" in r.text
+    assert r.status_code == 429 and "틀린 비밀번호가 너무 많습니다" in r.text

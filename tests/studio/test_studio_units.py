@@ -95,9 +95,9 @@ def test_parse_upload_csv_and_jsonl():
     assert items[1]["id"] == "2" and items[1]["expected"] is None
     items = parse_upload("t.jsonl", b'{"inputs": {"q": 1}, "expected": "b", "is_json": "true", "regex": "^b"}\n')
     assert items[0]["inputs"] == {"q": "1"} and items[0]["is_json"] and items[0]["regex"] == "^b"
-    with pytest.raises(KollmError, match="expected an object"):
+    with pytest.raises(KollmError, match="입력 열을 가진 객체"):
         parse_upload("t.jsonl", b"[1, 2]\n")
-    with pytest.raises(KollmError, match="no header"):
+    with pytest.raises(KollmError, match="머리글 행이 없습니다"):
         parse_upload("t.csv", b"")
 
 
@@ -135,7 +135,7 @@ def test_builtin_templates_have_korean_test_sets(name):
         assert it["expected"] and any("\uac00" <= ch <= "\ud7a3" for ch in it["expected"])
     example_inputs = [json.dumps(e["inputs"], sort_keys=True) for e in spec.examples]
     assert not {json.dumps(i["inputs"], sort_keys=True) for i in items} & set(example_inputs)  # no leakage
-    assert {"검색어 교정", "쇼핑 리뷰 요약", "쇼핑 기획전 문구"} >= {t["name"]}
+    assert {"검색어 교정", "쇼핑 리뷰 요약", "쇼핑 기획전 문구", "회의록 요약", "영수증 정리"} >= {t["name"]}
 
 
 def test_unknown_template_names_are_refused():

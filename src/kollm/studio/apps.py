@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # also the URL path segment: no
 LABELS = ("production", "staging")
 MODES = ("completion", "chat")
 MAX_TEXT = 20_000  # characters of any one field: a prompt app is not a document store
+FILE_KINDS = ("image", "audio")  # a file variable's kind: image -> OCR, audio -> transcription (studio/extract.py)
 
 
 @dataclass
@@ -59,6 +61,12 @@ class AppSpec:
     mode: str = "completion"
     json_schema: str = ""  # JSON Schema text; empty: free text output
     pii_mask: bool = False
+    # the model this version runs on (sent as the request's `model`), e.g. a tuned LoRA adapter's name on the model
+    # server; empty: the Studio's --model (or the server's own)
+    model: str = ""
+    # variables filled from a file before the template is (`{"receipt": "image"}`): the playground offers a file
+    # picker for them and the app endpoint accepts a data URL; a variable not named here is text
+    files: dict[str, str] = field(default_factory=dict)
 
     def variables(self) -> list[str]:
         """The template's variables in order of first appearance."""
@@ -88,6 +96,17 @@ class AppSpec:
                 validators.validator_for(schema).check_schema(schema)
             except SchemaError as e:
                 raise KollmError(f"the JSON schema is not a valid schema: {e.message}") from None
+        if len(self.model) > 200:
+            raise KollmError("the model name is longer than 200 characters")
+        if not isinstance(self.files, dict):
+            raise KollmError('files must map variables to their kind, e.g. {"receipt": "image"}')
+        for var, kind in self.files.items():
+            if var not in self.variables():
+                raise KollmError(f"file variable {var!r} is not in the template; use one of its variables "
+                                 f"({', '.join(self.variables())}) or remove it from files")
+            if kind not in FILE_KINDS:
+                raise KollmError(f"file variable {var!r} has kind {kind!r}; a file variable is "
+                                 f"{' or '.join(FILE_KINDS)} (a text variable is left out of files)")
         self.params.check()
         return self
 
@@ -128,8 +147,10 @@ def render_chat(spec: AppSpec, inputs: dict[str, Any]) -> list[dict[str, str]]:
 def spec_text(spec: AppSpec) -> list[str]:
     """A version as readable lines (what the diff compares): one block per part, examples as a table."""
     p = spec.params
-    lines = [f"mode: {spec.mode}", "", "[instruction]", *spec.instruction.splitlines(), "", "[template]",
-             *spec.template.splitlines(), "", "[examples]"]
+    lines = [f"mode: {spec.mode}", *([f"model: {spec.model}"] if spec.model else []),
+             *([f"files: {', '.join(f'{k}={v}' for k, v in spec.files.items())}"] if spec.files else []),
+             "", "[instruction]",
+             *spec.instruction.splitlines(), "", "[template]", *spec.template.splitlines(), "", "[examples]"]
     for i, ex in enumerate(spec.examples, 1):
         ins = ", ".join(f"{k}={v!r}" for k, v in ex.get("inputs", {}).items())
         lines.append(f"{i}. {ins} -> {ex.get('output', '')!r}")
@@ -145,10 +166,46 @@ def _or_default(value: float | None) -> str:
     return "model default" if value is None else str(value)
 
 
+SECTIONS = ("[instruction]", "[template]", "[examples]", "[parameters]", "[json_schema]")
+
+
+def _sections(lines: list[str]) -> dict[str, list[str]]:
+    """spec_text's lines by section (the lines before the first heading are "[mode]"), blank edges dropped."""
+    out: dict[str, list[str]] = {"[mode]": []}
+    cur = "[mode]"
+    for line in lines:
+        if line in SECTIONS:
+            cur = line
+            out[cur] = []
+        else:
+            out[cur].append(line)
+    for body in out.values():
+        while body and not body[-1].strip():
+            body.pop()
+    return out
+
+
 def diff(old: AppSpec | None, new: AppSpec, old_name: str = "previous", new_name: str = "this") -> list[str]:
-    """A unified diff of two versions' readable text (all lines `+` for a first version)."""
-    a = spec_text(old) if old is not None else []
-    return list(difflib.unified_diff(a, spec_text(new), old_name, new_name, lineterm="", n=2))
+    """A unified diff of two versions' readable text, section by section: every hunk header names its section
+    (`@@ -1,2 +1,3 @@ [template]`, line numbers within it), and no hunk runs across a section's edge, where the
+    context lines of one section used to show a change under the previous one's heading. All `+` for a first
+    version."""
+    a = _sections(spec_text(old)) if old is not None else {}
+    b = _sections(spec_text(new))
+    out: list[str] = []
+    for name in dict.fromkeys([*a, *b]):
+        for line in list(difflib.unified_diff(a.get(name, []), b.get(name, []), lineterm="", n=2))[2:]:
+            out.append(f"{line} {name}" if line.startswith("@@") else line)
+    return [f"--- {old_name}", f"+++ {new_name}", *out] if out else []
+
+
+def file_kinds(fields: Iterable[tuple[str, object]], template: str) -> dict[str, str]:
+    """The editor's per-variable kind choices (`file-<variable>` = text|image|audio) as `AppSpec.files`: only the
+    file kinds, and only for variables the template still has (the choices on the page are the saved version's,
+    and a variable renamed in the draft drops its old choice instead of failing the save)."""
+    names = variables(template)
+    return {k[5:]: str(v) for k, v in fields
+            if k.startswith("file-") and k[5:] in names and str(v) in FILE_KINDS}
 
 
 def check_slug(slug: str) -> str:

@@ -1,5 +1,7 @@
-"""The three built-in templates (검색어 교정, 쇼핑 리뷰 요약, 쇼핑 기획전 문구), each a JSON spec with a
-project-written Korean test set (JSONL, 40 items) next to it in `builtin/`."""
+"""The built-in templates (검색어 교정, 쇼핑 리뷰 요약, 쇼핑 기획전 문구, 회의록 요약, 영수증 정리), each a JSON
+spec with a project-written Korean test set (JSONL, 30-40 items) next to it in `builtin/`. 회의록 요약's
+`transcript` and 영수증 정리's `receipt` are the variables a recording or a receipt photo fills (transcribed or
+OCR'd first); their test sets hold the text."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from kollm.errors import KollmError
 from kollm.studio.apps import AppSpec
 from kollm.studio.testsets import _item
 
-TEMPLATES = ("search-query-correction", "review-summary", "promo-copy")
+TEMPLATES = ("search-query-correction", "review-summary", "promo-copy", "meeting-minutes", "receipt-json")
 
 
 def _file(name: str) -> str:

@@ -30,7 +30,9 @@ def studio(
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8100)"),
     admin_password: str = typer.Option(None, envvar="KOLLM_STUDIO_PASSWORD",
-                                       help="set the admin password on first start (else the browser asks)"),
+                                       help="make the admin on first start (else /setup asks for the printed token)"),
+    tune_model: Path = typer.Option(None, help="the model server's base model folder (Hugging Face), for "
+                                    "\"Tune this app\" (kollm tune runs on it; the adapter is loaded over HTTP)"),
 ) -> None:
     """Serve the Studio web app (login, apps, playground, versions, test sets) and each app's API."""
     if ctx.invoked_subcommand:
@@ -38,7 +40,8 @@ def studio(
     from kollm.studio.server import run_studio
 
     run_studio(_config(recipe, "studio", model_url=model_url, model=model, model_api_key=model_api_key,
-                       data=str(data) if data else None, db=db, host=host, port=port, admin_password=admin_password))
+                       data=str(data) if data else None, db=db, host=host, port=port, admin_password=admin_password,
+                       tune_model=str(tune_model) if tune_model else None))
 
 
 @app.command("eval")

@@ -151,6 +151,29 @@ class ModelClient:
         u = out.get("usage") or {}
         return text or "", Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u)
 
+    async def transcribe(self, data: bytes, filename: str, model: str = "whisper-1", language: str = "") -> dict:
+        """Speech to text by the server's OpenAI-shaped `/v1/audio/transcriptions` (multipart, as OpenAI's
+        clients send it), as verbose_json: {"text", "language", "duration", "segments", ...}. A refusal is a
+        ModelError with the server's status (404: the server does not transcribe)."""
+        import mimetypes
+
+        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        fields = {"model": model, "response_format": "verbose_json", **({"language": language} if language else {})}
+        try:
+            async with self._client() as c:
+                r = await c.post("/v1/audio/transcriptions", data=fields, files={"file": (filename, data, mime)})
+        except httpx.HTTPError as e:
+            raise ModelError(self._unreachable(e)) from None
+        if r.status_code != 200:
+            raise ModelError(_upstream_message(r.status_code, r.text), r.status_code)
+        try:
+            out = r.json()
+            str(out["text"])
+        except (ValueError, KeyError, TypeError):
+            raise ModelError(f"the model server at {self.root} answered something that is not a "
+                             "transcription") from None
+        return out
+
 
 async def _lines(r: httpx.Response) -> AsyncIterator[str]:
     """An event stream's lines, split only at line feeds (an optional CR before one dropped). Not aiter_lines: it

@@ -57,13 +57,18 @@ def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
     return out
 
 
+def version_model(spec: AppSpec, model: str = "") -> str:
+    """The model a call goes to: the version's own (a tuned adapter is part of the version), else the caller's."""
+    return spec.model or model
+
+
 async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> Outcome:
     """The whole output at once. Input errors (a missing variable) raise KollmError; model errors are in `.error`."""
     prompt = render(spec, inputs)
     out = Outcome(input_chars=prompt_chars(prompt))
     t = time.perf_counter()
     try:
-        text, usage = await client.complete(spec, prompt, model)
+        text, usage = await client.complete(spec, prompt, version_model(spec, model))
     except ModelError as e:
         out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
         return out
@@ -85,7 +90,7 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     t = time.perf_counter()
     parts: list[str] = []
     try:
-        async for step in client.stream(spec, prompt, model):
+        async for step in client.stream(spec, prompt, version_model(spec, model)):
             if isinstance(step, Usage):
                 out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
             else:

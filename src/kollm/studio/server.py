@@ -5,7 +5,9 @@ Every error a user can cause is answered in one line: an HTML page in the UI, an
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -17,16 +19,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 
 from kollm.errors import KollmError
-from kollm.studio import api, web
+from kollm.studio import accounts, api, jobs, web, web_admin, web_files, web_jobs
 from kollm.studio.client import ModelClient, ModelError
 from kollm.studio.config import StudioConfig
 from kollm.studio.db import open_db
-from kollm.studio.security import check_new_password, csrf_token, hash_password, session_secret
+from kollm.studio.messages import msg
+from kollm.studio.security import ServerSessions, Throttle, csrf_token, new_setup_token
 from kollm.studio.state import Forbidden, Redirect, State
-from kollm.studio.store import NotFound, get_setting, set_setting
+from kollm.studio.store import NotFound, set_setting
 
 log = logging.getLogger("kollm.studio")
 PACKAGE = Path(str(resources.files("kollm.studio")))
@@ -34,7 +36,8 @@ PACKAGE = Path(str(resources.files("kollm.studio")))
 
 def wants_json(request: Request) -> bool:
     p = request.url.path
-    return p.startswith("/v1/") or p.endswith("/playground") or "application/json" in request.headers.get("accept", "")
+    return (p.startswith("/v1/") or p.endswith(("/playground", "/extract"))
+            or "application/json" in request.headers.get("accept", ""))
 
 
 def error_response(request: Request, status: int, message: str, kind: str | None = None,
@@ -43,8 +46,9 @@ def error_response(request: Request, status: int, message: str, kind: str | None
         kind = kind or ("invalid_request_error" if status < 500 else "server_error")
         return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
     st: State = request.app.state.studio
-    html = st.env.get_template("error.html").render(message=message, status=status, user=_user(request),
-                                                   csrf=csrf_token(request) if "session" in request.scope else "")
+    user = _user(request)  # a CSRF token (a session row) only for a logged-in user's page: bots make no rows
+    html = st.env.get_template("error.html").render(message=message, status=status, user=user,
+                                                   csrf=csrf_token(request) if user else "")
     return HTMLResponse(html, status)
 
 
@@ -54,17 +58,20 @@ def _user(request: Request) -> str | None:
 
 class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, by Content-Length or while streaming them in
-    (a chunked upload has no Content-Length to check up front)."""
+    (a chunked upload has no Content-Length to check up front). The routes that take a file variable's image or
+    recording (#26: the playground's picker, the app endpoint's data URLs) may send up to `file_limit`."""
 
     class TooLarge(Exception):
         pass
 
-    def __init__(self, app: object, limit: int) -> None:
-        self.app, self.limit = app, limit
+    FILE_PATHS = re.compile(r"^/(apps/[^/]+/extract|v1/apps/[^/]+/run)$")
+
+    def __init__(self, app: object, limit: int, file_limit: int = 0) -> None:
+        self.app, self.limit, self.file_limit = app, limit, file_limit
 
     async def _413(self, send: object) -> None:
-        body = (b'{"error": {"message": "the request body is too large", "type": "invalid_request_error", '
-                b'"param": null, "code": null}}')
+        body = json.dumps({"error": {"message": msg("body.too_large"), "type": "invalid_request_error",
+                                     "param": None, "code": None}}, ensure_ascii=False).encode("utf-8")
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -72,8 +79,9 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: object, send: object) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = max(self.limit, self.file_limit) if self.FILE_PATHS.match(scope["path"]) else self.limit
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        if length is not None and length.isdigit() and int(length) > limit:
             return await self._413(send)
         seen = 0
         started = False
@@ -83,7 +91,7 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise BodyLimit.TooLarge
             return msg
 
@@ -116,11 +124,15 @@ def create_studio(cfg: StudioConfig, transport: httpx.AsyncBaseTransport | None 
     data = Path(cfg.data).expanduser()
     data.mkdir(parents=True, exist_ok=True)
     db = open_db(cfg.url())
-    if cfg.admin_password:
-        with db() as s:
-            if get_setting(s, "admin_password") is None:  # first start only: later, /password changes it
-                check_new_password(cfg.admin_password, cfg.admin_password)
-                set_setting(s, "admin_password", hash_password(cfg.admin_password))
+    setup_token = None
+    with db() as s:
+        if cfg.admin_password:
+            accounts.first_admin(s, cfg.admin_password)  # first start only: later, /password changes it
+        if not accounts.any_user(s):
+            # no admin yet: /setup asks for this token, printed here only (whoever reads the console started the
+            # Studio); a restart makes a new one
+            setup_token, digest = new_setup_token()
+            set_setting(s, accounts.SETUP_TOKEN, digest)
     env = Environment(loader=FileSystemLoader(str(PACKAGE / "templates")), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["ts"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(float(t or 0)))
@@ -128,15 +140,24 @@ def create_studio(cfg: StudioConfig, transport: httpx.AsyncBaseTransport | None 
     app.state.studio = State(cfg, db, ModelClient(cfg.model_url, cfg.model, cfg.model_api_key, cfg.timeout_s,
                                                   transport), env)
 
+    app.state.setup_token = setup_token
+    app.state.login_throttle = Throttle(max(1, cfg.login_attempts))  # per client address
+    app.state.key_limit = Throttle(cfg.rate_limit_per_minute) if cfg.rate_limit_per_minute > 0 else None
+    if setup_token:
+        print(f"kollm: Studio setup token: {setup_token}\n"
+              f"kollm: open http://{cfg.host}:{cfg.port}/setup?token={setup_token} to set the admin password",
+              flush=True)
+
     app.middleware("http")(security_headers)
-    app.add_middleware(SessionMiddleware, secret_key=session_secret(data), session_cookie="kollm_studio",
-                       max_age=14 * 24 * 3600, same_site="lax", https_only=False)
-    app.add_middleware(BodyLimit, limit=cfg.max_upload_bytes + 64_000)  # the file plus the other form fields
+    app.add_middleware(ServerSessions, db=db)
+    # the file plus the other form fields; a file variable's image or recording may come as a data URL (base64:
+    # 4/3 its size)
+    app.add_middleware(BodyLimit, limit=cfg.max_upload_bytes + 64_000, file_limit=cfg.max_file_bytes * 4 // 3 + 64_000)
 
     @app.exception_handler(Redirect)
     async def _redirect(request: Request, e: Redirect) -> Response:
         if wants_json(request):
-            return error_response(request, 401, "log in to the Studio first", "authentication_error")
+            return error_response(request, 401, msg("login.required"), "authentication_error")
         return RedirectResponse(e.url, 303)
 
     @app.exception_handler(Forbidden)
@@ -164,17 +185,24 @@ def create_studio(cfg: StudioConfig, transport: httpx.AsyncBaseTransport | None 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> Response:
-        msg = {404: "no such page", 405: "method not allowed"}.get(e.status_code, str(e.detail))
-        return error_response(request, e.status_code, msg)
+        text = {404: msg("not_found.page"), 405: msg("method")}.get(e.status_code, str(e.detail))
+        return error_response(request, e.status_code, text)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, e: Exception) -> Response:
         log.exception("studio: unexpected error on %s", request.url.path)  # the trace goes to the log only
-        return error_response(request, 500, f"internal error ({type(e).__name__}); see the Studio's log")
+        return error_response(request, 500, msg("internal", kind=type(e).__name__))
 
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(api.router)
+    app.include_router(web_admin.router)  # before web: its paths are new, none shadows web's
+    app.include_router(web_jobs.router)  # jobs, feedback, training data, tuning (#25): new paths only
+    app.include_router(web_files.router)  # the playground's file picker (#26): a new path only
     app.include_router(web.router)
+    # background jobs (test-set runs, tuning): worker threads of this process; a job cut off by a stop resumes
+    # (tuning) or is marked interrupted (a test run) at the next start
+    app.state.jobs = jobs.Worker(db, cfg, app.state.studio.client, data).start()
+    app.router.on_shutdown.append(app.state.jobs.stop)
     return app
 
 

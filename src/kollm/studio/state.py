@@ -4,7 +4,7 @@ the routes need not import the module that imports them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jinja2 import Environment
 from sqlalchemy.orm import sessionmaker
@@ -34,4 +34,3 @@ class State:
     db: sessionmaker
     client: ModelClient
     env: Environment
-    failed_logins: list[float] = field(default_factory=list)  # monotonic times of recent wrong passwords

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,7 @@ from kollm.apikeys import hash_key
 from kollm.errors import KollmError
 from kollm.studio.apps import LABELS, AppSpec, check_slug
 from kollm.studio.db import App, AppKey, Label, Setting, TestRun, TestSet, UsageLog, Version
+from kollm.studio.messages import msg
 from kollm.studio.runner import Outcome
 from kollm.studio.security import new_app_key
 
@@ -37,12 +39,12 @@ def set_setting(s: Session, key: str, value: str) -> None:
 def get_app(s: Session, slug: str) -> App:
     app = s.scalar(select(App).where(App.slug == slug))
     if app is None:
-        raise NotFound(f"there is no app {slug!r}")
+        raise NotFound(msg("app.missing", slug=slug))
     return app
 
 
 def list_apps(s: Session) -> list[App]:
-    return list(s.scalars(select(App).order_by(App.created.desc(), App.id.desc())))
+    return list(s.scalars(select(App).where(App.archived.is_(None)).order_by(App.created.desc(), App.id.desc())))
 
 
 def create_app(s: Session, slug: str, name: str, spec: AppSpec) -> App:
@@ -54,6 +56,8 @@ def create_app(s: Session, slug: str, name: str, spec: AppSpec) -> App:
     s.add(app)
     s.flush()
     s.add(Version(app_id=app.id, number=1, spec=spec.to_dict(), note="created"))
+    # the endpoint serves `production`, set at once: a later draft saved as v2 does not change the live API (#25)
+    s.add(Label(app_id=app.id, name="production", version=1))
     s.commit()
     return app
 
@@ -65,7 +69,7 @@ def versions(s: Session, app: App) -> list[Version]:
 def get_version(s: Session, app: App, number: int) -> Version:
     v = s.scalar(select(Version).where(Version.app_id == app.id, Version.number == number))
     if v is None:
-        raise NotFound(f"app {app.slug!r} has no version {number}")
+        raise NotFound(msg("version.missing", slug=app.slug, n=number))
     return v
 
 
@@ -81,28 +85,26 @@ def labels(s: Session, app: App) -> dict[str, int]:
 
 
 def resolve(s: Session, app: App, label: str | None = None, version: int | None = None) -> Version:
-    """A pinned version number, else a label (`latest` is the newest version), else production, else latest."""
+    """A pinned version number, else a label (`latest`, the newest version, only when asked for by name), else
+    production. No production label is an error, never a silent fall-back to the newest draft."""
     if version is not None:
         return get_version(s, app, version)
-    if label and label != "latest":
-        if label not in LABELS:
-            raise KollmError(f"label must be one of {', '.join(LABELS)} or latest, got {label!r}")
-        lb = s.get(Label, (app.id, label))
-        if lb is None:
-            raise NotFound(f"app {app.slug!r} has no version labelled {label!r}; label one first")
-        return get_version(s, app, lb.version)
-    if label is None:
-        lb = s.get(Label, (app.id, "production"))
-        if lb is not None:
-            return get_version(s, app, lb.version)
-    return latest(s, app)
+    if label == "latest":
+        return latest(s, app)
+    label = label or "production"
+    if label not in LABELS:
+        raise KollmError(msg("label.unknown", labels=", ".join((*LABELS, "latest")), label=label))
+    lb = s.get(Label, (app.id, label))
+    if lb is None:
+        raise NotFound(msg("label.none", slug=app.slug, label=label))
+    return get_version(s, app, lb.version)
 
 
 def save_version(s: Session, app: App, spec: AppSpec, note: str = "") -> Version:
     """A new immutable version (numbers only grow; an unchanged spec is not saved twice)."""
     spec.check()
     last = latest(s, app)
-    if last.spec == spec.to_dict():
+    if AppSpec.from_dict(last.spec) == spec:  # read through from_dict: a version stored before a field existed
         return last
     for _ in range(3):  # two saves at once: the unique (app, number) constraint makes one retry
         n = (s.scalar(select(func.max(Version.number)).where(Version.app_id == app.id)) or 0) + 1
@@ -144,7 +146,7 @@ def app_keys(s: Session, app: App) -> list[AppKey]:
 def revoke_key(s: Session, app: App, key_id: int) -> None:
     row = s.get(AppKey, key_id)
     if row is None or row.app_id != app.id:
-        raise NotFound(f"app {app.slug!r} has no key {key_id}")
+        raise NotFound(msg("key.missing", slug=app.slug, id=key_id))
     row.revoked = True
     s.commit()
 
@@ -156,11 +158,21 @@ def key_ok(s: Session, app: App, key: str | None) -> bool:
     return row is not None and row.app_id == app.id and not row.revoked
 
 
-def log_usage(s: Session, app: App, version: int, source: str, out: Outcome) -> None:
-    s.add(UsageLog(app_id=app.id, version=version, source=source, latency_ms=out.latency_ms,
+def log_usage(s: Session, app: App, version: int, source: str, out: Outcome, trace: dict | None = None) -> UsageLog:
+    """One call's measurements; `trace` adds what the logs page shows of it: {"inputs", "prompt" (text or chat
+    messages, as sent), "model", "user_id"}. The output is kept with the trace."""
+    t = trace or {}
+    prompt = t.get("prompt")
+    row = UsageLog(app_id=app.id, version=version, source=source, latency_ms=out.latency_ms,
                    prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                   input_chars=out.input_chars, output_chars=out.output_chars, error=out.error[:1000]))
+                   input_chars=out.input_chars, output_chars=out.output_chars, error=out.error[:1000],
+                   user_id=t.get("user_id"), model=str(t.get("model") or "")[:200], inputs=t.get("inputs"),
+                   prompt=None if prompt is None else prompt if isinstance(prompt, str)
+                   else json.dumps(prompt, ensure_ascii=False),
+                   output=out.output if trace is not None else None)
+    s.add(row)
     s.commit()
+    return row
 
 
 def usage(s: Session, app: App, limit: int = 100) -> tuple[list[dict], list[UsageLog]]:
@@ -194,7 +206,7 @@ def test_sets(s: Session, app: App) -> list[TestSet]:
 def get_test_set(s: Session, app: App, ts_id: int) -> TestSet:
     ts = s.get(TestSet, ts_id)
     if ts is None or ts.app_id != app.id:
-        raise NotFound(f"app {app.slug!r} has no test set {ts_id}")
+        raise NotFound(msg("testset.missing", slug=app.slug, id=ts_id))
     return ts
 
 
@@ -214,3 +226,48 @@ def get_run(s: Session, app: App, run_id: int) -> TestRun:
     if run is None or run.app_id != app.id:
         raise NotFound(f"app {app.slug!r} has no test run {run_id}")
     return run
+
+
+# --- archive, delete, traces (#25) --------------------------------------------------------------------------------
+def archive_app(s: Session, app: App) -> None:
+    """Hide the app from the list and revoke all its keys (its API stops at once); restore brings it back
+    without keys (make new ones: a revoked key stays revoked)."""
+    app.archived = time.time()
+    s.execute(update(AppKey).where(AppKey.app_id == app.id).values(revoked=True))
+    s.commit()
+
+
+def restore_app(s: Session, app: App) -> None:
+    app.archived = None
+    s.commit()
+
+
+def archived_apps(s: Session) -> list[App]:
+    return list(s.scalars(select(App).where(App.archived.is_not(None)).order_by(App.archived.desc())))
+
+
+def delete_app(s: Session, app: App) -> None:
+    """The app and everything of it (versions, labels, keys, logs, test sets and runs: ON DELETE CASCADE)."""
+    s.execute(delete(App).where(App.id == app.id))
+    s.commit()
+
+
+def delete_test_set(s: Session, app: App, ts_id: int) -> None:
+    """A test set and its runs (cascade)."""
+    ts = get_test_set(s, app, ts_id)
+    s.execute(delete(TestSet).where(TestSet.id == ts.id))
+    s.commit()
+
+
+def get_log(s: Session, app: App, log_id: int) -> UsageLog:
+    row = s.get(UsageLog, log_id)
+    if row is None or row.app_id != app.id:
+        raise NotFound(msg("log.missing", slug=app.slug, id=log_id))
+    return row
+
+
+def history(s: Session, app: App, user_id: int, limit: int = 20) -> list[UsageLog]:
+    """This user's last playground runs of the app, newest first."""
+    return list(s.scalars(select(UsageLog).where(UsageLog.app_id == app.id, UsageLog.source == "playground",
+                                                 UsageLog.user_id == user_id)
+                          .order_by(UsageLog.id.desc()).limit(limit)))

@@ -2,32 +2,40 @@
 diffs, labels, side by side, keys, usage logs, test sets and runs. Server-rendered (Jinja2, autoescaped);
 `static/studio.js` only streams the playground and runs the side-by-side panes.
 
-Every POST checks the session's CSRF token. Handlers are async because they read forms and call the model; their
-database calls are short and run inline."""
+Every POST checks the session's CSRF token and the user's role (`posted`). Handlers are plain `def` (FastAPI runs
+them in worker threads) with the form read by `Depends(posted)`, so database calls and password hashing never stall
+the event loop; the ones that stream a model's output are async and put their database calls in a thread."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
 from kollm.errors import KollmError
 from kollm.sse import sse_event
-from kollm.studio import store
-from kollm.studio.apps import LABELS, MODES, AppSpec, Params, check_slug, diff
+from kollm.studio import accounts, jobs, store
+from kollm.studio.apps import LABELS, MODES, AppSpec, Params, check_slug, diff, file_kinds
 from kollm.studio.builtin import TEMPLATES, builtin_items, template
-from kollm.studio.runner import Outcome, run_stream
-from kollm.studio.security import check_new_password, check_password, csrf_ok, csrf_token, hash_password, password_mark
+from kollm.studio.compare import baseline, pair_runs
+from kollm.studio.db import Feedback
+from kollm.studio.messages import msg
+from kollm.studio.runner import Outcome, render, run_stream
+from kollm.studio.security import check_password, client_address, csrf_ok, csrf_token, role_allows, setup_token_ok
 from kollm.studio.state import Forbidden, Redirect, State
-from kollm.studio.testsets import METRICS, compare, export, parse_upload, run_items, summarize
+from kollm.studio.testsets import METRICS, export, parse_mapping, parse_upload
 
 router = APIRouter()
-LOGIN_ATTEMPTS = 10  # wrong passwords per minute before /login and /password refuse for the rest of it
+LOGIN_ATTEMPTS = 10  # wrong passwords per client address per minute (the default of [studio] login_attempts)
+VIEWER_POSTS = ("/logout", "/password")  # what a viewer may post; every other POST changes an app
 
 
 def _state(request: Request) -> State:
@@ -40,47 +48,60 @@ def db(request: Request) -> Iterator[Session]:
 
 
 def login(request: Request, s: Session = Depends(db)) -> str:
-    """The logged-in user; redirects to /setup (no admin password yet) or /login (also a session that logged in
-    with a password changed since)."""
-    stored = store.get_setting(s, "admin_password")
-    if stored is None:
-        raise Redirect("/setup")
-    user = request.session.get("user")
-    if not user or request.session.get("password") != password_mark(stored):
-        raise Redirect("/login")
+    """The logged-in user's name; redirects to /setup (no user yet) or /login. A session whose row was deleted
+    (logout, password or role changed, user removed) arrives here empty: logged out."""
+    user = accounts.get_user(s, request.session.get("uid"))
+    if user is None:
+        raise Redirect("/login" if accounts.any_user(s) else "/setup")
+    request.state.user = user
+    return user.name
+
+
+def admin(request: Request, user: str = Depends(login)) -> str:
+    """A route for admins only (users)."""
+    role = request.state.user.role
+    if not role_allows(role, "admin"):
+        raise Forbidden(msg("role.forbidden", role="admin", have=role))
     return user
 
 
-def _start_session(request: Request, stored: str) -> None:
-    request.session.clear()  # a new session (and CSRF token) at every login: no session fixation
-    request.session.update(user="admin", password=password_mark(stored))
+def _start_session(request: Request, user: object) -> None:
+    request.session.clear()  # a new session (token and CSRF token) at every login: no session fixation
+    request.session.update(uid=user.id, user=user.name, role=user.role)
+    request.session.rotate()
 
 
-def _guessing(st: State) -> list[float]:
-    """The recent wrong passwords (at login or as the current password on /password), refusing when there are
-    too many. One admin account: a global limit slows guessing without per-IP state."""
-    now = time.monotonic()
-    fails = st.failed_logins = [t for t in st.failed_logins if now - t < 60]
-    if len(fails) >= LOGIN_ATTEMPTS:
-        raise Forbidden("too many wrong passwords; wait a minute and try again", 429)
-    return fails
+def _throttled(request: Request) -> str:
+    """The client's address, refused (429) while it has too many recent wrong passwords or setup tokens. Per
+    address: one guessing client cannot lock the admin out from another."""
+    addr = client_address(request)
+    wait = request.app.state.login_throttle.wait(addr)
+    if wait > 0:
+        raise Forbidden(msg("login.throttled", seconds=math.ceil(wait)), 429)
+    return addr
 
 
 async def posted(request: Request) -> FormData:
-    """The form of a POST, after its CSRF token (form field or X-CSRF-Token header) is checked."""
+    """The form of a POST, after its CSRF token (form field or X-CSRF-Token header) is checked, and the user's
+    role: a viewer posts nothing but logout and a password change. Also a dependency (`Depends(posted)`), so a
+    route can be a plain `def` that FastAPI runs in a worker thread, off the event loop."""
     try:
         form = await request.form(max_files=1, max_fields=2000)
     except Exception as e:  # malformed multipart: a 400, not a crash
-        raise KollmError(f"the form could not be read ({type(e).__name__})") from None
+        raise KollmError(msg("form.unreadable", what=type(e).__name__)) from None
     if not csrf_ok(request, request.headers.get("x-csrf-token") or form.get("csrf_token")):
-        raise Forbidden("the form's security token is missing or stale; reload the page and try again")
+        raise Forbidden(msg("csrf"))
+    role = request.session.get("role")
+    if request.session.get("uid") and request.url.path not in VIEWER_POSTS and not role_allows(role, "editor"):
+        raise Forbidden(msg("role.forbidden", role="editor", have=role))
     return form
 
 
 def page(request: Request, name: str, status: int = 200, **ctx: object) -> HTMLResponse:
     st = _state(request)
     html = st.env.get_template(name).render(request=request, csrf=csrf_token(request), user=request.session.get(
-        "user"), model_url=st.cfg.model_url, labels_all=LABELS, modes=MODES, metrics=METRICS, **ctx)
+        "user"), role=request.session.get("role"), model_url=st.cfg.model_url, labels_all=LABELS, modes=MODES,
+        metrics=METRICS, **ctx)
     return HTMLResponse(html, status)
 
 
@@ -92,7 +113,7 @@ def _int(value: object, what: str) -> int:
     try:
         return int(str(value))
     except ValueError:
-        raise KollmError(f"{what} must be a whole number, got {value!r}") from None
+        raise KollmError(msg("number", what=what, value=value)) from None
 
 
 def _optional(form: FormData, name: str) -> float | None:
@@ -130,7 +151,9 @@ def spec_from_form(form: FormData) -> AppSpec:
     spec = AppSpec(template=str(form.get("template", "")).replace("\r\n", "\n"),
                    instruction=str(form.get("instruction", "")).replace("\r\n", "\n"), params=params,
                    mode=str(form.get("mode", "completion")), json_schema=str(form.get("json_schema", "")),
-                   pii_mask=form.get("pii_mask") in ("on", "1", "true"))
+                   pii_mask=form.get("pii_mask") in ("on", "1", "true"),
+                   model=str(form.get("spec_model", "") or "").strip(),  # a tuned version's adapter (kept on edit)
+                   files=file_kinds(form.multi_items(), str(form.get("template", ""))))  # file-<var>: image|audio
     rows: dict[int, dict] = {}
     for key, value in form.multi_items():
         if key.startswith("ex-") and isinstance(value, str):
@@ -144,41 +167,48 @@ def spec_from_form(form: FormData) -> AppSpec:
     return spec.check()
 
 
-# --- setup, login -----------------------------------------------------------------------------------------------
+# --- setup, login ---------------------------------------------------------------------------------------------
+# Plain `def` routes: FastAPI runs them in worker threads, so scrypt and the database never stall the event loop.
 @router.get("/setup", response_class=HTMLResponse)
-def setup_page(request: Request, s: Session = Depends(db)) -> Response:
-    if store.get_setting(s, "admin_password") is not None:
+def setup_page(request: Request, token: str = "", s: Session = Depends(db)) -> Response:
+    if accounts.any_user(s):
         return _see("/login")
-    return page(request, "setup.html")
+    return page(request, "setup.html", token=token)
 
 
 @router.post("/setup")
-async def setup(request: Request, s: Session = Depends(db)) -> Response:
-    form = await posted(request)
-    if store.get_setting(s, "admin_password") is not None:  # set once; a second setup is an attack, not a change
-        raise Forbidden("the admin password is already set; log in")
-    _set_password(request, s, form)
+def setup(request: Request, form: FormData = Depends(posted), s: Session = Depends(db)) -> Response:
+    """The first admin, given the setup token printed on the console (so not whoever opens the page first)."""
+    if accounts.any_user(s):  # made once; a second setup is an attack, not a change
+        raise Forbidden(msg("setup.done"))
+    addr = _throttled(request)
+    if not setup_token_ok(form.get("token"), accounts.setup_token_hash(s)):
+        request.app.state.login_throttle.add(addr)
+        return page(request, "setup.html", 403, error=msg("setup.token"), token="")
+    user = accounts.create_user(s, "admin", str(form.get("password", "")), str(form.get("confirm", "")), "admin")
+    store.set_setting(s, accounts.SETUP_TOKEN, "")  # used up
+    _start_session(request, user)
     return _see("/")
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, s: Session = Depends(db)) -> Response:
-    if store.get_setting(s, "admin_password") is None:
+    if not accounts.any_user(s):
         return _see("/setup")
     return page(request, "login.html")
 
 
 @router.post("/login")
-async def login_post(request: Request, s: Session = Depends(db)) -> Response:
-    form = await posted(request)
-    stored = store.get_setting(s, "admin_password")
-    if stored is None:
+def login_post(request: Request, form: FormData = Depends(posted), s: Session = Depends(db)) -> Response:
+    if not accounts.any_user(s):
         return _see("/setup")
-    fails = _guessing(_state(request))
-    if not check_password(str(form.get("password", "")), stored):
-        fails.append(time.monotonic())
-        return page(request, "login.html", 401, error="wrong password")
-    _start_session(request, stored)
+    addr = _throttled(request)
+    name = str(form.get("name", "") or "admin")  # the name field may be left empty for the first admin
+    user = accounts.authenticate(s, name, str(form.get("password", "")))
+    if user is None:
+        request.app.state.login_throttle.add(addr)
+        return page(request, "login.html", 401, error=msg("login.wrong"), login_name=name)
+    _start_session(request, user)
     return _see("/")  # always home: a ?next= parameter would be an open redirect
 
 
@@ -188,31 +218,23 @@ def password_page(request: Request, changed: bool = False, user: str = Depends(l
 
 
 @router.post("/password")
-async def change_password(request: Request, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    """A new admin password, given the current one (a session left open is not enough to take the account).
-    Every other session ends; this one continues in a new session."""
-    form = await posted(request)
-    fails = _guessing(_state(request))
-    if not check_password(str(form.get("current", "")), store.get_setting(s, "admin_password") or ""):
-        fails.append(time.monotonic())
-        return page(request, "password.html", 400, error="the current password is wrong")
-    _set_password(request, s, form)
+def change_password(request: Request, user: str = Depends(login), form: FormData = Depends(posted),
+                    s: Session = Depends(db)) -> Response:
+    """A new password, given the current one (a session left open is not enough to take the account). Every
+    session of the user ends (their rows are deleted); this browser goes on in a new one."""
+    addr = _throttled(request)
+    me = accounts.get_user(s, request.state.user.id)
+    if not check_password(str(form.get("current", "")), me.password):
+        request.app.state.login_throttle.add(addr)
+        return page(request, "password.html", 400, error=msg("password.current"))
+    accounts.set_password(s, me, str(form.get("password", "")), str(form.get("confirm", "")))
+    _start_session(request, me)
     return _see("/password?changed=1")
 
 
-def _set_password(request: Request, s: Session, form: object) -> None:
-    """The form's new admin password (typed twice), stored hashed; this browser goes on in a new session."""
-    password = str(form.get("password", ""))
-    check_new_password(password, str(form.get("confirm", "")))
-    stored = hash_password(password)
-    store.set_setting(s, "admin_password", stored)
-    _start_session(request, stored)
-
-
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    await posted(request)
-    request.session.clear()
+def logout(request: Request, form: FormData = Depends(posted)) -> Response:
+    request.session.clear()  # the session's row is deleted: this cookie is nothing any more
     return _see("/login")
 
 
@@ -225,12 +247,13 @@ def health() -> dict:
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, user: str = Depends(login), s: Session = Depends(db)) -> Response:
     apps = [(a, store.latest(s, a).number, store.labels(s, a)) for a in store.list_apps(s)]
-    return page(request, "index.html", apps=apps, templates=[(t, template(t)) for t in TEMPLATES])
+    return page(request, "index.html", apps=apps, templates=[(t, template(t)) for t in TEMPLATES],
+                archived=store.archived_apps(s))
 
 
 @router.post("/apps")
-async def new_app(request: Request, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    form = await posted(request)
+def new_app(request: Request, user: str = Depends(login), form: FormData = Depends(posted),
+            s: Session = Depends(db)) -> Response:
     slug, name = str(form.get("slug", "")).strip(), str(form.get("name", "")).strip()
     base = str(form.get("template", ""))
     check_slug(slug)
@@ -257,8 +280,8 @@ def app_page(request: Request, slug: str, version: int | None = None, user: str 
 
 
 @router.post("/apps/{slug}/versions")
-async def save(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    form = await posted(request)
+def save(request: Request, slug: str, user: str = Depends(login), form: FormData = Depends(posted),
+         s: Session = Depends(db)) -> Response:
     app = store.get_app(s, slug)
     v = store.save_version(s, app, spec_from_form(form), str(form.get("note", "")))
     return _see(f"/apps/{app.slug}/versions/{v.number}")
@@ -278,38 +301,48 @@ def version_page(request: Request, slug: str, number: int, against: int | None =
 
 
 @router.post("/apps/{slug}/labels")
-async def set_label(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    form = await posted(request)
+def set_label(request: Request, slug: str, user: str = Depends(login), form: FormData = Depends(posted),
+              s: Session = Depends(db)) -> Response:
     app = store.get_app(s, slug)
     store.move_label(s, app, str(form.get("label", "")), _int(form.get("version", ""), "version"))
     return _see(f"/apps/{app.slug}")
 
 
 # --- playground and side by side ----------------------------------------------------------------------------------
+def _playground_version(st: State, slug: str, form: FormData) -> tuple[AppSpec, int]:
+    with st.db() as s:
+        app = store.get_app(s, slug)
+        if form.get("version"):
+            v = store.get_version(s, app, _int(form.get("version"), "version"))
+            return AppSpec.from_dict(v.spec), v.number
+    return spec_from_form(form), _int(form.get("base_version", "0") or 0, "base_version")
+
+
 @router.post("/apps/{slug}/playground")
-async def playground(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
+async def playground(request: Request, slug: str, user: str = Depends(login),
+                     form: FormData = Depends(posted)) -> Response:
     """Runs the editor's unsaved draft (or a saved `version`) on the `in-<variable>` inputs; an SSE stream of
-    runner events (prompt with its token count, deltas, done/error with latency, tokens and characters)."""
-    form = await posted(request)
-    app = store.get_app(s, slug)
-    if form.get("version"):
-        v = store.get_version(s, app, _int(form.get("version"), "version"))
-        spec, number = AppSpec.from_dict(v.spec), v.number
-    else:
-        spec, number = spec_from_form(form), _int(form.get("base_version", "0") or 0, "base_version")
+    runner events (prompt with its token count, deltas, done/error with latency, tokens and characters). The run
+    is logged with its trace and the user (the playground's history); a stopped stream is not logged."""
+    st = _state(request)
+    spec, number = await run_in_threadpool(_playground_version, st, slug, form)
     inputs = {k[3:]: str(v) for k, v in form.multi_items() if k.startswith("in-")}
     model = str(form.get("model", "")).strip()
-    st = _state(request)
     events = run_stream(st.client, spec, inputs, model, count_prompt=True)
     first = await anext(events)  # renders the prompt: a missing input is a 400 here, before the stream starts
+    trace = {"inputs": inputs, "prompt": render(spec, inputs), "model": spec.model or model or st.cfg.model,
+             "user_id": request.state.user.id} if st.cfg.log_content else None  # the trace is the history too
+
+    def log(out: Outcome) -> None:
+        with st.db() as s2:
+            store.log_usage(s2, store.get_app(s2, slug), number, "playground", out, trace)
 
     async def body() -> object:
         yield sse_event(first)
         async for ev in events:
             if ev["type"] in ("done", "error"):
-                with st.db() as s2:
-                    store.log_usage(s2, store.get_app(s2, slug), number, "playground",
-                                    Outcome(**{k: v for k, v in ev.items() if k in Outcome.__dataclass_fields__}))
+                await run_in_threadpool(log, Outcome(**{k: v for k, v in ev.items()
+                                                        if k in Outcome.__dataclass_fields__}))
             yield sse_event(ev)
         yield sse_event("[DONE]")
 
@@ -328,26 +361,28 @@ def side_by_side(request: Request, slug: str, user: str = Depends(login), s: Ses
 @router.get("/apps/{slug}/keys", response_class=HTMLResponse)
 def keys_page(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
     app = store.get_app(s, slug)
-    return page(request, "keys.html", app=app, keys=store.app_keys(s, app), new_key=None,
-                base=str(request.base_url).rstrip("/"))
-
-
-@router.post("/apps/{slug}/keys")
-async def new_key(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    form = await posted(request)
-    app = store.get_app(s, slug)
-    row, key = store.create_key(s, app, str(form.get("name", "")))
-    # The key is in this one response only (no redirect that could show it again); no-store keeps it out of caches.
-    resp = page(request, "keys.html", app=app, keys=store.app_keys(s, app), new_key=key, new_row=row,
-                base=str(request.base_url).rstrip("/"))
-    resp.headers["Cache-Control"] = "no-store"
+    # a key just made is in the session once (post/redirect/get): shown on this page, then gone; a reload of
+    # this page neither shows it again nor makes a second key
+    flash = request.session.pop("new_key", None)
+    new = flash if isinstance(flash, dict) and flash.get("app") == app.slug else None
+    resp = page(request, "keys.html", app=app, keys=store.app_keys(s, app), new_key=new and new["key"],
+                new_name=new and new["name"], base=str(request.base_url).rstrip("/"))
+    resp.headers["Cache-Control"] = "no-store"  # keeps the key out of caches
     return resp
 
 
+@router.post("/apps/{slug}/keys")
+def new_key(request: Request, slug: str, user: str = Depends(login), form: FormData = Depends(posted),
+            s: Session = Depends(db)) -> Response:
+    app = store.get_app(s, slug)
+    row, key = store.create_key(s, app, str(form.get("name", "")))
+    request.session["new_key"] = {"app": app.slug, "key": key, "name": row.name}
+    return _see(f"/apps/{app.slug}/keys")
+
+
 @router.post("/apps/{slug}/keys/{key_id}/revoke")
-async def revoke(request: Request, slug: str, key_id: int, user: str = Depends(login),
-                 s: Session = Depends(db)) -> Response:
-    await posted(request)
+def revoke(request: Request, slug: str, key_id: int, user: str = Depends(login), form: FormData = Depends(posted),
+           s: Session = Depends(db)) -> Response:
     store.revoke_key(s, store.get_app(s, slug), key_id)
     return _see(f"/apps/{slug}/keys")
 
@@ -369,15 +404,28 @@ def tests_page(request: Request, slug: str, user: str = Depends(login), s: Sessi
 
 
 @router.post("/apps/{slug}/tests")
-async def upload(request: Request, slug: str, user: str = Depends(login), s: Session = Depends(db)) -> Response:
-    form = await posted(request)
+def upload(request: Request, slug: str, user: str = Depends(login), form: FormData = Depends(posted),
+           s: Session = Depends(db)) -> Response:
+    """A test set, checked against the production (else newest) version's template: every variable has a column
+    and there is something to score by; `mapping` renames the file's columns (검색어 = query). A refused file
+    comes back to the page with the message and the file's columns to map."""
     app = store.get_app(s, slug)
     f = form.get("file")
     if not isinstance(f, UploadFile) or not f.filename:
-        raise KollmError("choose a .csv or .jsonl file to upload")
+        raise KollmError(msg("upload.file"))
     cfg = _state(request).cfg
-    data = await f.read(cfg.max_upload_bytes + 1)
-    items = parse_upload(f.filename, data, cfg.max_upload_bytes, cfg.max_items)
+    data = f.file.read(cfg.max_upload_bytes + 1)
+    labels = store.labels(s, app)
+    v = store.get_version(s, app, labels["production"]) if "production" in labels else store.latest(s, app)
+    mapping_text = str(form.get("mapping", ""))
+    try:
+        items = parse_upload(f.filename, data, cfg.max_upload_bytes, cfg.max_items,
+                             variables=AppSpec.from_dict(v.spec).variables(), mapping=parse_mapping(mapping_text))
+    except KollmError as e:
+        sets = store.test_sets(s, app)
+        return page(request, "tests.html", 400, app=app, sets=sets, names={t.id: t.name for t in sets},
+                    versions=store.versions(s, app), runs=store.runs(s, app), labels=labels, upload_error=str(e),
+                    columns=getattr(e, "columns", None), mapping=mapping_text)
     # the file name is only a label (never a path): its last path component, trimmed
     name = str(form.get("name", "")).strip() or f.filename.replace("\\", "/").rsplit("/", 1)[-1]
     store.add_test_set(s, app, name, items)
@@ -387,19 +435,16 @@ async def upload(request: Request, slug: str, user: str = Depends(login), s: Ses
 @router.post("/apps/{slug}/tests/{ts_id}/run")
 async def run_tests(request: Request, slug: str, ts_id: int, user: str = Depends(login),
                     s: Session = Depends(db)) -> Response:
+    """Queues the run as a background job (or finds the one already queued or running for the same version, test
+    set and model) and shows its page; the worker (jobs.py) runs the items and logs them."""
     form = await posted(request)
     app = store.get_app(s, slug)
-    ts = store.get_test_set(s, app, ts_id)
-    v = store.get_version(s, app, _int(form.get("version", ""), "version"))
-    st = _state(request)
-    model = str(form.get("model", "")).strip()
-    results = await run_items(st.client, AppSpec.from_dict(v.spec), ts.items, model)
-    for r in results:
-        store.log_usage(s, app, v.number, "test", Outcome(
-            output=r["output"], prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
-            output_chars=len(r["output"]), latency_ms=r["latency_ms"], error=r["error"]))
-    run = store.add_run(s, app, ts, v.number, model or st.cfg.model, summarize(results), results)
-    return _see(f"/apps/{app.slug}/runs/{run.id}")
+    job, _ = jobs.submit_test_run(s, app, _int(form.get("version", ""), "version"), ts_id,
+                                  str(form.get("model", "")).strip())
+    request.app.state.jobs.wake()
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(jobs.view(job), 202)
+    return _see(f"/jobs/{job.id}?follow=1")
 
 
 @router.get("/apps/{slug}/runs/compare", response_class=HTMLResponse)
@@ -407,9 +452,9 @@ def compare_runs(request: Request, slug: str, a: int, b: int, user: str = Depend
                  s: Session = Depends(db)) -> Response:
     app = store.get_app(s, slug)
     ra, rb = store.get_run(s, app, a), store.get_run(s, app, b)
-    rows = compare(ra.results, rb.results)
-    return page(request, "run_compare.html", app=app, ra=ra, rb=rb, rows=rows,
-                regressions=sum(r["regressed"] for r in rows))
+    both = pair_runs(ra.results, rb.results)  # per metric and item, held-out items and the copy baseline
+    return page(request, "run_compare.html", app=app, ra=ra, rb=rb, rows=both["rows"], tables=both["tables"],
+                regressions=both["regressions"], same_set=ra.test_set_id == rb.test_set_id)
 
 
 @router.get("/apps/{slug}/runs/{run_id}", response_class=HTMLResponse)
@@ -417,7 +462,8 @@ def run_page(request: Request, slug: str, run_id: int, user: str = Depends(login
              s: Session = Depends(db)) -> Response:
     app = store.get_app(s, slug)
     run = store.get_run(s, app, run_id)
-    return page(request, "run.html", app=app, run=run)
+    marks = {f.item_id: f for f in s.scalars(select(Feedback).where(Feedback.run_id == run.id))}
+    return page(request, "run.html", app=app, run=run, copy=baseline(run.results), feedback=marks)
 
 
 @router.get("/apps/{slug}/runs/{run_id}/export")
