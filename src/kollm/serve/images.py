@@ -15,20 +15,16 @@ tokenizer's thread.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
+from kollm import dataurl
 from kollm.data import ocr
 from kollm.errors import KollmError
 from kollm.serve.protocol import MAX_IMAGE_BYTES, ChatMessage, ImagePart, TextPart
 
 OPEN, CLOSE = "[이미지 텍스트]", "[/이미지 텍스트]"
 BODY_ROOM = (MAX_IMAGE_BYTES + 2) // 3 * 4 + (16 << 10)  # a chat body's room for one largest image, as base64
-_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
-                       re.ASCII)
 # tesseract is a subprocess: threads only wait on it, and one per core keeps pages from queueing behind each other
 _POOL = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="kollm-ocr")
 
@@ -44,30 +40,28 @@ class ImageError(Exception):
 def decode_data_url(url: str, where: str) -> bytes:
     """The image bytes of a base64 data URL; anything else (a remote URL, not base64, not an image type, too
     large) is an ImageError naming the part and the fix."""
-    head = url[:16].lower()
-    if head.startswith(("http://", "https://")):
+    if url[:16].lower().startswith(("http://", "https://")):
         raise ImageError(f"{where}: remote image URLs are not fetched by this server; send the image inline as a "
                          "data URL (data:image/png;base64,...)")
-    m = _DATA_URL.match(url)
-    if m is None:
-        raise ImageError(f"{where}: the image_url must be a data URL (data:image/png;base64,...), not {url[:24]!r}")
-    mime = (m["mime"] or "").lower()
-    if not mime.startswith("image/") or not m["b64"]:
-        raise ImageError(f"{where}: the data URL must hold a base64 image (data:image/png;base64,...), "
-                         f"not {url[:m.end()][:48]!r}")
-    body = url[m.end():]
-    if len(body) > (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4:  # before decoding: base64 is 4 characters per 3 bytes
-        raise _too_large(where, len(body) * 3 // 4)
     try:
-        data = base64.b64decode("".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
+        d = dataurl.parse(url)
+        if d is None:
+            raise ImageError(f"{where}: the image_url must be a data URL (data:image/png;base64,...), "
+                             f"not {url[:24]!r}")
+        if not d.mime.startswith("image/"):
+            raise ImageError(f"{where}: the data URL must hold a base64 image (data:image/png;base64,...), "
+                             f"not {url[:48]!r}")
+        return d.decode(MAX_IMAGE_BYTES)
+    except dataurl.DataURLError as e:
+        if e.reason == "too_large":
+            raise _too_large(where, e.size) from None
+        if e.reason == "empty":
+            raise ImageError(f"{where}: the image_url data is empty; send the image file's bytes") from None
+        if e.reason == "not_base64":
+            raise ImageError(f"{where}: the data URL must hold a base64 image (data:image/png;base64,...), "
+                             f"not {url[:48]!r}") from None
         raise ImageError(f"{where}: the image_url data is not valid base64; encode the file with base64 "
                          "(standard alphabet, padded)") from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise _too_large(where, len(data))
-    if not data:
-        raise ImageError(f"{where}: the image_url data is empty; send the image file's bytes")
-    return data
 
 
 def _too_large(where: str, n: int) -> ImageError:

@@ -9,14 +9,12 @@ posts one file at a time (`web_files.py`); the app endpoint takes data URLs (`fi
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import mimetypes
 import os
-import re
 import threading
 from dataclasses import asdict, dataclass
 
+from kollm import dataurl
 from kollm.data.normalize import nfc
 from kollm.errors import KollmError
 from kollm.studio.apps import FILE_KINDS, AppSpec
@@ -27,7 +25,6 @@ from kollm.studio.messages import msg
 LOW_CONFIDENCE = 60.0  # OCR confidence (0-100) under which the playground asks the user to check the text
 # tesseract runs one page per core (data/ocr.py sets OMP_THREAD_LIMIT=1): more at once only queue in the kernel
 _OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
-DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*),", re.IGNORECASE)
 # what a data URL may hold for each kind (recordings often come in video containers: webm, mp4)
 MIME_OK = {"image": ("image/",), "audio": ("audio/", "video/", "application/ogg", "application/octet-stream")}
 
@@ -107,21 +104,20 @@ async def extract(client: ModelClient, cfg: StudioConfig, kind: str, data: bytes
 def parse_data_url(var: str, kind: str, value: str, limit: int) -> tuple[bytes, str] | None:
     """A data URL's bytes and a file name for them (`receipt.png`), or None when `value` is not a data URL (plain
     text passes through). Only base64 data URLs carry a file; the type must suit the variable's kind."""
-    m = DATA_URL.match(value[:300])
-    if m is None:
-        return None
-    mime = (m.group("mime") or "application/octet-stream").lower()
-    if ";base64" not in m.group("params").lower():
-        raise KollmError(msg("file.data_url", var=var, error="not base64"))
-    if not mime.startswith(MIME_OK[kind]):
-        raise KollmError(msg("file.mime", var=var, kind=kind, mime=mime))
-    b64 = "".join(value[m.end():].split())  # line breaks some encoders add
-    if len(b64) // 4 * 3 > limit + 3:
-        raise KollmError(msg("file.too_large", limit=limit))
     try:
-        data = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise KollmError(msg("file.data_url", var=var, error=e)) from None
+        d = dataurl.parse(value)
+        if d is None:
+            return None
+        mime = d.mime or "application/octet-stream"
+        if not mime.startswith(MIME_OK[kind]):
+            raise KollmError(msg("file.mime", var=var, kind=kind, mime=mime))
+        data = d.decode(limit)
+    except dataurl.DataURLError as e:
+        if e.reason == "too_large":
+            raise KollmError(msg("file.too_large", limit=limit)) from None
+        if e.reason == "empty":
+            raise KollmError(msg("file.empty")) from None
+        raise KollmError(msg("file.data_url", var=var, error=e.reason.replace("_", " "))) from None
     return data, var + (mimetypes.guess_extension(mime) or ".bin")
 
 

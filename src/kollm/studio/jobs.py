@@ -251,7 +251,8 @@ class Worker:
                 store.log_usage(s, s.get(App, app_id), number, "test", Outcome(
                     output=row["output"], prompt_tokens=row["prompt_tokens"],
                     completion_tokens=row["completion_tokens"], input_chars=row.get("input_chars", 0),
-                    output_chars=len(row["output"]), latency_ms=row["latency_ms"], error=row["error"]))
+                    output_chars=len(row["output"]), latency_ms=row["latency_ms"], error=row["error"]),
+                    {"inputs": row["inputs"], "model": model})  # traced like a playground call (the logs page)
                 s.execute(update(Job).where(Job.id == jid).values(done=done, progressed=time.time()))
                 s.commit()
 
