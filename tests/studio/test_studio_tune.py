@@ -73,6 +73,7 @@ def test_tune_an_app_loads_the_adapter_and_scores_both_versions(lora_server, stu
     assert bad.status_code == 400 and "이미 튜닝된 모델로 실행됩니다" in bad.text
 
 
+@pytest.mark.slow  # a real kollm tune subprocess: ~10 s each; the default suite keeps the full flow
 def test_a_server_that_cannot_load_adapters_is_a_note(model_server, studio_model_dir, tmp_path):
     client = TestClient(make_studio(tmp_path, None, model_url=model_server), raise_server_exceptions=False)
     tok = log_in(client)
@@ -110,6 +111,7 @@ def test_a_tuning_job_cut_off_by_a_stop_resumes_from_its_checkpoint(model_server
     assert "note: resumed at step" in log
 
 
+@pytest.mark.slow  # a real kollm tune subprocess: ~10 s each; the default suite keeps the full flow
 def test_cancel_ends_a_tuning_process(model_server, studio_model_dir, tmp_path):
     client = TestClient(make_studio(tmp_path, None, model_url=model_server, tune_model=str(studio_model_dir)),
                         raise_server_exceptions=False)
