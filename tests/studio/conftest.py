@@ -5,14 +5,16 @@ tests/conftest.py, which other test modules import as `conftest`."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import with_window
 from fastapi.testclient import TestClient
 
-from .helpers import FakeModel, log_in, make_studio
+from .helpers import FakeModel, log_in, make_studio, required_in_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # live.running: a server in a thread
 
@@ -49,3 +51,53 @@ def model_server(studio_model_dir: Path):
         yield f"{url}/v1"
 
 
+
+
+@pytest.fixture(scope="module")
+def lora_server(studio_model_dir: Path):
+    """A live kollm server on the tiny model that loads adapters at run time (vLLM's runtime LoRA updating); its
+    root URL. One per module: adapter names loaded by one module's tests would clash with another's."""
+    from live import running
+
+    from kollm.serve.app import create_app
+    from kollm.serve.engine import Engine
+
+    with running(create_app(Engine.load(studio_model_dir), allow_runtime_lora=True)) as url:
+        yield url
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        required_in_ci(f"{chromium} is missing (apt-get install chromium fonts-nanum)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        required_in_ci("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The Postgres test database (`KOLLM_TEST_POSTGRES_URL`; required in CI), emptied for each test: the
+    migrations must build it from nothing."""
+    url = os.environ.get("KOLLM_TEST_POSTGRES_URL")
+    if not url:
+        required_in_ci("KOLLM_TEST_POSTGRES_URL is not set (a postgresql+psycopg:// URL of an empty test database)")
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    meta.drop_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """None: SQLite under the Studio's data folder; else the emptied Postgres test database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")

@@ -129,3 +129,19 @@ def run_test_set(client: TestClient, tok: str, ts: str, version: str = "1", time
         assert time.time() < deadline, v
         time.sleep(0.05)
     return client.get(v["result"]["url"]) if v["status"] == "done" else client.get(job)
+
+
+def browser_log_in(page, url: str, password: str = PASSWORD) -> None:
+    """Log the admin in through the Studio's login form (Playwright page)."""
+    page.goto(url + "/login")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "/")
+
+
+def browser_new_app(page, template: str, slug: str) -> None:
+    """Create an app from a built-in template on the home page and land on its editor."""
+    page.select_option("#template", template)
+    page.fill("#slug", slug)
+    page.click("text=만들기")
+    page.wait_for_url(f"**/apps/{slug}")

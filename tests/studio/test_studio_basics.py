@@ -8,7 +8,6 @@ The database-heavy ones run on SQLite and on Postgres (`KOLLM_TEST_POSTGRES_URL`
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -22,24 +21,6 @@ from kollm.errors import KollmError
 from kollm.studio.testsets import parse_mapping, parse_upload
 
 from .helpers import PASSWORD, FakeModel, csrf_of, log_in, make_key, make_studio, new_app, sse_events
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str | None:
-    """None: SQLite under the Studio's data folder; else a clean Postgres database."""
-    if request.param == "sqlite":
-        return None
-    from .helpers import required_in_ci
-
-    url = os.environ.get("KOLLM_TEST_POSTGRES_URL")
-    if not url:
-        required_in_ci("KOLLM_TEST_POSTGRES_URL is not set (a postgresql+psycopg:// URL of an empty test database)")
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    meta.reflect(engine)
-    meta.drop_all(engine)
-    engine.dispose()
-    return url
 
 
 def _studio(tmp_path, fake, db_url=None, **cfg):

@@ -11,26 +11,10 @@ import shutil
 from pathlib import Path
 
 import httpx
-import pytest
 
-from .helpers import PASSWORD, make_studio, required_in_ci
+from .helpers import PASSWORD, browser_new_app, make_studio
 
-CHROMIUM = "/usr/bin/chromium"
 DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "studio.png"
-
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).is_file():
-        required_in_ci(f"{CHROMIUM} is missing (apt-get install chromium fonts-nanum)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        required_in_ci("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_studio_flow_in_a_browser(browser, model_server, tmp_path):
@@ -62,10 +46,7 @@ def test_studio_flow_in_a_browser(browser, model_server, tmp_path):
         page.wait_for_url(url + "/")
 
         # create an app from the 검색어 교정 template
-        page.select_option("#template", "search-query-correction")
-        page.fill("#slug", "qc")
-        page.click("text=만들기")
-        page.wait_for_url("**/apps/qc")
+        browser_new_app(page, "search-query-correction", "qc")
         assert page.locator("h1").inner_text().startswith("검색어 교정")
 
         # edit the examples (and let the tiny test model write more than one line)

@@ -23,7 +23,17 @@ from kollm.errors import KollmError
 from kollm.studio.apps import AppSpec, diff, file_kinds
 from kollm.studio.builtin import template
 
-from .helpers import PASSWORD, FakeModel, log_in, make_key, make_studio, new_app, required_in_ci
+from .helpers import (
+    PASSWORD,
+    FakeModel,
+    browser_log_in,
+    browser_new_app,
+    log_in,
+    make_key,
+    make_studio,
+    new_app,
+    required_in_ci,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import ocr_images  # noqa: E402
@@ -284,14 +294,8 @@ def test_a_receipt_photo_fills_the_playground_in_a_browser(browser, tmp_path):
         page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="ko-KR")
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/login")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(url + "/")
-        page.select_option("#template", "receipt-json")
-        page.fill("#slug", "receipt")
-        page.click("text=만들기")
-        page.wait_for_url("**/apps/receipt")
+        browser_log_in(page, url)
+        browser_new_app(page, "receipt-json", "receipt")
 
         assert page.locator("select[name=file-receipt]").input_value() == "image"
         picker = page.locator(".pg-file[data-var=receipt]")
@@ -318,18 +322,3 @@ def test_a_receipt_photo_fills_the_playground_in_a_browser(browser, tmp_path):
         page.select_option("select[name=file-receipt]", "audio")
         assert picker.locator("input[type=file]").get_attribute("accept").startswith("audio/")
         assert not errors, errors
-
-
-@pytest.fixture
-def browser():
-    chromium = "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        required_in_ci(f"{chromium} is missing (apt-get install chromium fonts-nanum)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        required_in_ci("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()

@@ -7,38 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from kollm.studio.db import Job
 from kollm.studio.testsets import parse_upload
 
-from .helpers import FakeModel, log_in, make_studio, new_app, required_in_ci
+from .helpers import FakeModel, log_in, make_studio, new_app
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    """'' for SQLite under the Studio's data folder, or an emptied Postgres test database."""
-    if request.param == "sqlite":
-        return ""
-    url = os.environ.get("KOLLM_TEST_POSTGRES_URL")
-    if not url:
-        required_in_ci("KOLLM_TEST_POSTGRES_URL is not set (a postgresql+psycopg:// URL of an empty test database)")
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    meta.reflect(engine)
-    meta.drop_all(engine)
-    engine.dispose()
-    return url
-
-
-def studio_on(tmp_path, fake, db_url: str, **cfg) -> TestClient:
+def studio_on(tmp_path, fake, db_url: str | None, **cfg) -> TestClient:
     return TestClient(make_studio(tmp_path, fake, **({"db": db_url} if db_url else {}), **cfg),
                       raise_server_exceptions=False)
 

@@ -3,7 +3,6 @@ CI, where `.ci/run` starts Debian's postgresql)."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 from kollm.errors import KollmError
 from kollm.studio.db import Base, migrate, open_db
 
-from .helpers import FakeModel, log_in, make_key, make_studio, new_app, required_in_ci, run_test_set
+from .helpers import FakeModel, log_in, make_key, make_studio, new_app, run_test_set
 
 TABLES = {"settings", "apps", "versions", "labels", "app_keys", "usage_logs", "test_sets", "test_runs",
           "alembic_version"}
@@ -85,19 +84,6 @@ def test_unreachable_postgres_is_one_line_without_the_password():
     with pytest.raises(KollmError) as e:
         open_db("postgresql+psycopg://user:s3cret@127.0.0.1:1/none?connect_timeout=2")
     assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
-
-
-@pytest.fixture
-def postgres_url():
-    url = os.environ.get("KOLLM_TEST_POSTGRES_URL")
-    if not url:
-        required_in_ci("KOLLM_TEST_POSTGRES_URL is not set (a postgresql+psycopg:// URL of an empty test database)")
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    meta.reflect(engine)
-    meta.drop_all(engine)  # a clean database for each test: the migrations must build it from nothing
-    engine.dispose()
-    return url
 
 
 def test_postgres_migrates_and_runs_the_flow(postgres_url, tmp_path):

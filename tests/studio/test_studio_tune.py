@@ -17,18 +17,6 @@ from .helpers import log_in, make_key, make_studio, new_app
 from .test_studio_jobs import set_id, start_run, wait_job
 
 
-@pytest.fixture(scope="module")
-def lora_server(studio_model_dir):
-    """A live kollm server on the tiny model that loads adapters at run time (vLLM's runtime LoRA updating)."""
-    from live import running
-
-    from kollm.serve.app import create_app
-    from kollm.serve.engine import Engine
-
-    with running(create_app(Engine.load(studio_model_dir), allow_runtime_lora=True)) as url:
-        yield url
-
-
 def tune_form(client: TestClient, tok: str, ts: str, steps: int = 4, **extra) -> int:
     data = {"csrf_token": tok, "version": "1", "sources": ["examples", "tests", "feedback"], "test_set": ts,
             "method": "lora", "steps": str(steps), "lr": "3e-3", "rank": "4", **extra}

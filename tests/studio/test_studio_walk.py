@@ -12,15 +12,13 @@ import re
 import httpx
 import pytest
 
-from .helpers import make_studio
-from .test_studio_browser import browser  # noqa: F401  (the fixture: Debian's chromium, headless)
-from .test_studio_tune import lora_server  # noqa: F401  (a kollm server that loads adapters at run time)
+from .helpers import browser_log_in, browser_new_app, make_studio
 
 PASSWORD = "walk-password-1"
 
 
 @pytest.mark.slow
-def test_tune_walk_in_a_browser(browser, lora_server, studio_model_dir, tmp_path):  # noqa: F811
+def test_tune_walk_in_a_browser(browser, lora_server, studio_model_dir, tmp_path):
     from live import running
     from playwright.sync_api import expect
 
@@ -35,16 +33,10 @@ def test_tune_walk_in_a_browser(browser, lora_server, studio_model_dir, tmp_path
         page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="ko-KR")
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/login")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(url + "/")
+        browser_log_in(page, url, PASSWORD)
 
         # an app from the 검색어 교정 template: its 40-item test set comes with it
-        page.select_option("#template", "search-query-correction")
-        page.fill("#slug", "qc")
-        page.click("text=만들기")
-        page.wait_for_url("**/apps/qc")
+        browser_new_app(page, "search-query-correction", "qc")
 
         # the test run is a background job: its page shows progress, then the results
         page.goto(url + "/apps/qc/tests")
