@@ -338,11 +338,12 @@ class _Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refused = self._refuse(scope)
+        limit = self.path_limits.get(scope["path"], self.max_body)
+        refused = self._refuse(scope, limit)
         if refused is not None:
             await refused(scope, receive, send)
             return
-        seen, limit = 0, self.path_limits.get(scope["path"], self.max_body)
+        seen = 0
 
         async def counted() -> Message:
             nonlocal seen
@@ -358,9 +359,9 @@ class _Gate:
     def _too_big(self, limit: int) -> str:
         return f"the request body is over the {limit:,}-byte limit; send a smaller request"
 
-    def _refuse(self, scope: Scope) -> Response | None:
+    def _refuse(self, scope: Scope, limit: int) -> Response | None:
         headers, path = Headers(scope=scope), scope["path"]
-        size, limit = headers.get("content-length", ""), self.path_limits.get(scope["path"], self.max_body)
+        size = headers.get("content-length", "")
         if size.isdigit() and int(size) > limit:
             return _error(413, self._too_big(limit), code="request_too_large")
         who = scope["client"][0] if scope.get("client") else "?"
