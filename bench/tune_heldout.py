@@ -11,6 +11,8 @@ review-summary: src/kollm/eval/tasks/data/review_summary.jsonl minus the Studio 
 reviews are the shipped corpus's, none of them here). ROUGE-L on morphemes (kollm.metrics.rouge_l).
 Prompts: the base model gets the Studio's built-in app as the Studio renders it (instruction, template, 0 or all
 of its examples); the tuned model gets the template alone, as it was tuned. Greedy, the answer's first line.
+The "+ 한/영" columns first switch keyboard-mode slips back (kollm.hangul.switch_keyboard_mode: dkdlvhs -> 아이폰,
+ㅑㅔㅁㅇ -> ipad), each switch judged by the same model's log-probability of the query.
 Writes bench/results/tune_<job>.json (every answer) and .md (the table).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -26,13 +29,14 @@ from pathlib import Path
 import torch
 
 from kollm.files import read_jsonl, write_json, write_text
+from kollm.hangul import switch_keyboard_mode
 from kollm.metrics import exact_match, rouge_l
 from kollm.model.hf import load_hf_causal_lm
 from kollm.prompts import fill
 from kollm.special_tokens import encode_with_bos
 from kollm.studio.apps import render_completion
 from kollm.studio.builtin import template
-from kollm.tune.validate import generate
+from kollm.tune.validate import generate, text_logprobs
 
 JOBS = {  # job: (Studio template, item file, input field, reference field, group field, metric, max new tokens)
     "query-correction": ("search-query-correction", "query_correction_heldout.jsonl", "typo", "correct",
@@ -45,11 +49,17 @@ def items(name: str) -> list[dict]:
     return list(read_jsonl(Path(str(resources.files("kollm") / "eval" / "tasks" / "data" / name))))
 
 
-def answers(model_dir: str, prompts: list[str], max_new: int) -> tuple[list[str], float]:
+def answers(model_dir: str, prompt: Callable[[str], str], inputs: list[str], max_new: int,
+            switch: bool) -> tuple[list[str], float]:
+    """Greedy first-line answers; with `switch`, each input first has its keyboard-mode slips switched back, judged
+    by the same model (kollm.hangul)."""
     model, tok = load_hf_causal_lm(model_dir)
+    cpu = torch.device("cpu")
     t0 = time.perf_counter()
+    if switch:
+        inputs = [switch_keyboard_mode(x, lambda texts: text_logprobs(model, tok, texts, cpu)) for x in inputs]
     with torch.no_grad():
-        out = generate(model, tok, [encode_with_bos(tok, p) for p in prompts], max_new, torch.device("cpu"), 8)
+        out = generate(model, tok, [encode_with_bos(tok, prompt(x)) for x in inputs], max_new, cpu, 8)
     return [a.strip().split("\n", 1)[0].strip() for a in out], time.perf_counter() - t0
 
 
@@ -66,15 +76,19 @@ def main() -> None:
     shown = {ex["inputs"][var] for ex in spec.examples}
     rows = [r for r in items(file) if r[field] not in shown][: a.limit or None]
     k = len(spec.examples)
-    runs = {
-        "base 0-shot": (a.model, [render_completion(replace(spec, examples=[]), {var: r[field]}) for r in rows]),
-        f"base {k}-shot": (a.model, [render_completion(spec, {var: r[field]}) for r in rows]),
-        "tuned 0-shot": (a.tuned, [fill(spec.template, {var: r[field]}) for r in rows]),
+    zero, few = replace(spec, examples=[]), spec
+    runs = {  # name: (model, prompt of an input, switch keyboard-mode slips first)
+        "base 0-shot": (a.model, lambda x: render_completion(zero, {var: x}), False),
+        f"base {k}-shot": (a.model, lambda x: render_completion(few, {var: x}), False),
+        "tuned 0-shot": (a.tuned, lambda x: fill(spec.template, {var: x}), False),
     }
+    if a.job == "query-correction":  # the same with the keyboard-mode pass in front
+        runs[f"base {k}-shot + 한/영"] = (a.model, runs[f"base {k}-shot"][1], True)
+        runs["tuned + 한/영"] = (a.tuned, runs["tuned 0-shot"][1], True)
     scores: dict[str, dict[str, float]] = {}
     record: dict[str, list] = {}
-    for name, (model, prompts) in runs.items():
-        got, secs = answers(model, prompts, max_new)
+    for name, (model, prompt, switch) in runs.items():
+        got, secs = answers(model, prompt, [r[field] for r in rows], max_new, switch)
         by: dict[str, list[float]] = defaultdict(list)
         for r, g in zip(rows, got, strict=True):
             s = metric(g, r[ref])

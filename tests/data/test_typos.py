@@ -23,13 +23,11 @@ from kollm.data.typos import (
     apply_error,
     check_typo_config,
     clean_queries_from_corpus,
-    decompose,
-    from_keys,
     make_pairs,
     read_queries,
-    to_keys,
 )
 from kollm.errors import KollmError
+from kollm.hangul import decompose, from_keys, to_keys
 
 HELDOUT = REPO / "src/kollm/eval/tasks/data/query_correction_heldout.jsonl"
 

@@ -16,8 +16,9 @@ PASSWORD = "correct horse 1"
 
 
 class FakeModel:
-    """A scripted OpenAI-compatible server: answers `reply` (streamed in 3-character chunks), records requests,
-    refuses `response_format` with kollm serve's 400 when `refuse_format` is set."""
+    """A scripted OpenAI-compatible server: answers `reply` (streamed in 3-character chunks), scores `echo`
+    requests (Latin letters and, twice as much, lone jamo cost), records requests, refuses `response_format` with
+    kollm serve's 400 when `refuse_format` is set."""
 
     def __init__(self) -> None:
         self.reply = "유모차 추천"
@@ -38,6 +39,11 @@ class FakeModel:
         if self.refuse_format and body.get("response_format"):
             return httpx.Response(400, json={"error": {"message": "response_format 'json_schema' is not supported yet",
                                                        "type": "invalid_request_error", "param": "response_format"}})
+        if body.get("echo"):  # a scoring request (the keyboard-mode switch): Latin letters and lone jamo cost
+            choices = [{"index": i, "text": t, "logprobs": {"token_logprobs": [None, -float(
+                len(re.findall("[A-Za-z]", t)) + 2 * len(re.findall("[ㄱ-ㅣ]", t)))], "text_offset": [0, 0]}}
+                for i, t in enumerate(body["prompt"])]
+            return httpx.Response(200, json={"id": "x", "choices": choices})
         chat = request.url.path.endswith("/chat/completions")
         usage = {"prompt_tokens": 7, "completion_tokens": len(self.reply), "total_tokens": 7 + len(self.reply)}
         if not body.get("stream"):

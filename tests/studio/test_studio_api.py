@@ -26,8 +26,9 @@ def _editor(client: TestClient, slug: str = "qc", version: int | None = None) ->
         if name and "type=\"checkbox\"" not in tag and name.group(1) not in ("csrf_token",):
             form[name.group(1)] = _unescape(value.group(1)) if value else ""
     form["mode"] = re.search(r'<option value="(\w+)" selected>', html).group(1)
-    if re.search(r'name="pii_mask" checked', html):
-        form["pii_mask"] = "on"
+    for box in ("pii_mask", "keyboard_switch"):
+        if re.search(rf'name="{box}" checked', html):
+            form[box] = "on"
     return form
 
 
@@ -189,6 +190,35 @@ def test_playground_streams_the_draft_with_counts(studio):
     assert sent["path"] == "/v1/completions" and sent["top_k"] == 5 and sent["stop"] == ["\n", "###"]
     assert sent["temperature"] == 0.0 and sent["stream"] is True
     assert "playground" in client.get("/apps/qc/logs").text
+
+
+def test_keyboard_mode_slips_are_switched_before_the_template(studio):
+    """검색어 교정 has keyboard_switch on: the candidates go to the model in one scoring request (echo + logprobs,
+    to the version's model) and the prompt holds what it chose; the app endpoint does the same; a server that
+    cannot score makes the run an error, not a silent skip."""
+    client, tok, fake = studio
+    new_app(client, tok)
+    form = {**_editor(client), "csrf_token": tok, "in-query": "dkdlvhs 케이스 ㅑㅔㅁㅇ"}
+    assert form["keyboard_switch"] == "on"
+    ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
+    assert ev[0]["prompt"].endswith("검색어: 아이폰 케이스 ipad\n교정:")
+    score = fake.requests[-2]
+    assert score["echo"] is True and score["logprobs"] and score["prompt"] == [
+        "dkdlvhs 케이스 ㅑㅔㅁㅇ", "아이폰 케이스 ㅑㅔㅁㅇ", "dkdlvhs 케이스 ipad", "아이폰 케이스 ipad"]
+    key = make_key(client, tok)
+    r = client.post("/v1/apps/qc/run", headers={"Authorization": f"Bearer {key}"},
+                    json={"inputs": {"query": "dkrl 로션"}})
+    assert r.status_code == 200 and fake.requests[-1]["prompt"].endswith("검색어: 아기 로션\n교정:")
+    n = len(fake.requests)
+    client.post("/apps/qc/playground", data={**form, "in-query": "아기 로션"}, headers={"X-CSRF-Token": tok})
+    assert len(fake.requests) == n + 1  # nothing to switch: no scoring request
+    del form["keyboard_switch"]  # switched off in the editor: typed as it is
+    ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
+    assert ev[0]["prompt"].endswith("검색어: dkdlvhs 케이스 ㅑㅔㅁㅇ\n교정:")
+    fake.fail_status = 400
+    form["keyboard_switch"] = "on"
+    ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
+    assert ev[0]["type"] == "error" and "scripted failure" in ev[0]["message"]
 
 
 def test_playground_runs_a_saved_version_and_a_model(studio):

@@ -18,8 +18,7 @@ plus `unchanged`: the correct query on both sides (a corrector must leave correc
 
 Keyboard-level errors are made on keystrokes, not on characters: the text is turned into the keys a person presses
 (`to_keys`), the slip is made there, and the keys are composed back the way an IME composes them (`from_keys`), so
-the typo is exactly what would appear on screen. Hangul syllables are split and built with the Unicode arithmetic
-(U+AC00 + (initial*21 + vowel)*28 + final); no jamo library is installed, and this is all that is needed.
+the typo is exactly what would appear on screen. The Hangul and keyboard arithmetic lives in kollm/hangul.py.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from pathlib import Path
 from kollm.data.config import DataConfig
 from kollm.data.normalize import nfc
 from kollm.errors import KollmError
+from kollm.hangul import QWERTY, SPLIT, compose, decompose, from_keys, is_syllable, to_keys
 
 ERROR_TYPES = ("keyboard", "jamo_drop_double", "english_mode", "korean_mode", "vowel", "batchim", "misspelling",
                "spacing_drop", "spacing_insert", "loanword")
@@ -42,42 +42,6 @@ UNCHANGED = "unchanged"
 # after it the word is no longer Hangul (or no longer Latin).
 APPLY_ORDER = ("misspelling", "loanword", "vowel", "batchim", "jamo_drop_double", "keyboard", "spacing_insert",
                "spacing_drop", "english_mode", "korean_mode")
-
-# ---- Hangul syllables <-> jamo (compatibility jamo, U+3131..) ----------------------------------------------------
-CHO = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
-JUNG = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"
-JONG = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")
-_BASE, _LAST = 0xAC00, 0xD7A3
-
-
-def decompose(ch: str) -> tuple[str, str, str] | None:
-    """(initial, vowel, final or "") of a Hangul syllable; None for anything else."""
-    code = ord(ch) - _BASE
-    if not 0 <= code <= _LAST - _BASE:
-        return None
-    return CHO[code // 588], JUNG[code % 588 // 28], JONG[code % 28]
-
-
-def compose(cho: str, jung: str, jong: str = "") -> str:
-    return chr(_BASE + (CHO.index(cho) * 21 + JUNG.index(jung)) * 28 + JONG.index(jong))
-
-
-def _is_syllable(ch: str) -> bool:
-    return _BASE <= ord(ch) <= _LAST
-
-
-# ---- the 2-beolsik layout on the QWERTY keys ---------------------------------------------------------------------
-QWERTY = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
-BEOLSIK = ("ㅂㅈㄷㄱㅅㅛㅕㅑㅐㅔ", "ㅁㄴㅇㄹㅎㅗㅓㅏㅣ", "ㅋㅌㅊㅍㅠㅜㅡ")
-KEY_JAMO = {k: j for keys, jamo in zip(QWERTY, BEOLSIK, strict=True) for k, j in zip(keys, jamo, strict=True)}
-KEY_JAMO |= {"Q": "ㅃ", "W": "ㅉ", "E": "ㄸ", "R": "ㄲ", "T": "ㅆ", "O": "ㅒ", "P": "ㅖ"}  # with Shift
-JAMO_KEY = {j: k for k, j in KEY_JAMO.items()}
-# Jamo typed as two keys: compound vowels and compound finals.
-SPLIT = {"ㅘ": "ㅗㅏ", "ㅙ": "ㅗㅐ", "ㅚ": "ㅗㅣ", "ㅝ": "ㅜㅓ", "ㅞ": "ㅜㅔ", "ㅟ": "ㅜㅣ", "ㅢ": "ㅡㅣ",
-         "ㄳ": "ㄱㅅ", "ㄵ": "ㄴㅈ", "ㄶ": "ㄴㅎ", "ㄺ": "ㄹㄱ", "ㄻ": "ㄹㅁ", "ㄼ": "ㄹㅂ", "ㄽ": "ㄹㅅ", "ㄾ": "ㄹㅌ",
-         "ㄿ": "ㄹㅍ", "ㅀ": "ㄹㅎ", "ㅄ": "ㅂㅅ"}
-JOIN = {v: k for k, v in SPLIT.items()}
-
 
 def _neighbours(key: str) -> list[str]:
     """Keys touching `key` on a staggered QWERTY board (each row sits half a key right of the one above)."""
@@ -89,58 +53,6 @@ def _neighbours(key: str) -> list[str]:
         got = [QWERTY[rr][ii] for rr, ii in near if 0 <= rr < 3 and 0 <= ii < len(QWERTY[rr])]
         return [k.upper() if key.isupper() else k for k in got]  # Shift still held
     return []
-
-
-def to_keys(text: str) -> str:
-    """The QWERTY keys typed for `text` on a 2-beolsik keyboard (아이폰 -> dkdlvhs); other characters stay."""
-    out = []
-    for ch in text:
-        parts = decompose(ch)
-        jamo = "".join(parts) if parts else ch
-        for j in jamo:
-            out.append("".join(JAMO_KEY[x] for x in SPLIT.get(j, j)) if j in JAMO_KEY or j in SPLIT else j)
-    return "".join(out)
-
-
-def from_keys(text: str) -> str:
-    """What a 2-beolsik IME shows for these keys (dkdlvhs -> 아이폰, iphone -> ㅑㅔㅙㅜㄷ): letters become jamo and
-    are composed into syllables; a consonant after a vowel is held as a final until the next key shows whether it
-    starts the next syllable (가+ㄴ+ㅏ = 가나); characters that are not letters end the syllable and stay."""
-    out: list[str] = []
-    cho = jung = jong = ""
-
-    def flush() -> None:
-        nonlocal cho, jung, jong
-        out.append(compose(cho, jung, jong) if cho and jung else cho + jung)  # a lone jamo stays as it is
-        cho = jung = jong = ""
-
-    for ch in text:
-        j = KEY_JAMO.get(ch) or (KEY_JAMO.get(ch.lower()) if ch.isascii() else None)  # Shift+A is still ㅁ
-        if j is None:
-            flush()
-            out.append(ch)
-        elif j in JUNG:
-            if jong:  # the final moves on to start this vowel's syllable (a compound final gives up its second part)
-                keep, move = SPLIT[jong] if jong in SPLIT else ("", jong)
-                jong = keep
-                flush()
-                cho, jung = move, j
-            elif jung and jung + j in JOIN:
-                jung = JOIN[jung + j]
-            elif cho and not jung:
-                jung = j
-            else:
-                flush()
-                jung = j
-        elif cho and jung and not jong and j in JONG:
-            jong = j
-        elif jong and jong + j in JOIN:
-            jong = JOIN[jong + j]
-        else:
-            flush()
-            cho = j
-    flush()
-    return "".join(out)
 
 
 # ---- tables ------------------------------------------------------------------------------------------------------
@@ -307,7 +219,7 @@ def _spacing_drop(text: str, rng: random.Random) -> str | None:
 
 def _spacing_insert(text: str, rng: random.Random) -> str | None:
     # only between two syllables: a space inside 300ml or iphone is not how people mis-space
-    cuts = [i for i in range(1, len(text)) if _is_syllable(text[i - 1]) and _is_syllable(text[i])]
+    cuts = [i for i in range(1, len(text)) if is_syllable(text[i - 1]) and is_syllable(text[i])]
     if not cuts:
         return None
     i = rng.choice(cuts)

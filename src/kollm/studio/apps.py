@@ -67,6 +67,9 @@ class AppSpec:
     # variables filled from a file before the template is (`{"receipt": "image"}`): the playground offers a file
     # picker for them and the app endpoint accepts a data URL; a variable not named here is text
     files: dict[str, str] = field(default_factory=dict)
+    # switch the text inputs' keyboard-mode slips back before the template is filled (dkdlvhs -> 아이폰), each
+    # switch judged by the model (kollm.hangul; studio/runner.py): for search queries
+    keyboard_switch: bool = False
 
     def variables(self) -> list[str]:
         """The template's variables in order of first appearance."""
@@ -157,7 +160,8 @@ def spec_text(spec: AppSpec) -> list[str]:
     lines += ["", "[parameters]", f"temperature: {_or_default(p.temperature)}", f"top_p: {_or_default(p.top_p)}",
               f"top_k: {p.top_k}",
               f"repetition_penalty: {p.repetition_penalty}", f"max_tokens: {p.max_tokens}",
-              f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}", "",
+              f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}",
+              f"keyboard_switch: {spec.keyboard_switch}", "",
               "[json_schema]", *spec.json_schema.splitlines()]
     return lines
 

@@ -151,6 +151,31 @@ class ModelClient:
         u = out.get("usage") or {}
         return text or "", Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u)
 
+    async def text_logprobs(self, texts: list[str], model: str = "") -> list[float]:
+        """Each text's log-probability (nats) by the model, from its echoed prompt logprobs: lm-eval's
+        loglikelihood request (`echo`, `logprobs`, `max_tokens` 1), which kollm serve and vLLM both answer. Only
+        the prompt's tokens count (text_offset inside the text); the first token has no logprob."""
+        body = {"model": model or self.model, "prompt": texts, "max_tokens": 1, "echo": True, "logprobs": 1,
+                "temperature": 0}
+        try:
+            async with self._client() as c:
+                r = await c.post("/v1/completions", json=body)
+        except httpx.HTTPError as e:
+            raise ModelError(self._unreachable(e)) from None
+        if r.status_code != 200:
+            raise ModelError(_upstream_message(r.status_code, r.text), r.status_code)
+        try:
+            choices = sorted(r.json()["choices"], key=lambda ch: ch["index"])
+            out = []
+            for text, ch in zip(texts, choices, strict=True):
+                lp = ch["logprobs"]
+                out.append(sum(v for v, at in zip(lp["token_logprobs"], lp["text_offset"], strict=True)
+                               if v is not None and at < len(text)))
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ModelError(f"the model server at {self.root} did not score the text (echo with logprobs); "
+                             "turn the app's keyboard-mode switch off or use kollm serve or vLLM") from None
+        return out
+
     async def transcribe(self, data: bytes, filename: str, model: str = "whisper-1", language: str = "") -> dict:
         """Speech to text by the server's OpenAI-shaped `/v1/audio/transcriptions` (multipart, as OpenAI's
         clients send it), as verbose_json: {"text", "language", "duration", "segments", ...}. A refusal is a

@@ -1,5 +1,6 @@
-"""One run of an app version on some inputs: render the prompt, call the model, mask PII, check the JSON schema,
-and measure (latency, tokens, characters). Shared by the playground, the app endpoint and the test-set runner."""
+"""One run of an app version on some inputs: switch keyboard-mode slips back (when the app asks), render the
+prompt, call the model, mask PII, check the JSON schema, and measure (latency, tokens, characters). Shared by the
+playground, the app endpoint and the test-set runner."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+from kollm.hangul import pick_switches, switch_candidates
 from kollm.studio.apps import AppSpec, render_chat, render_completion
 from kollm.studio.client import ModelClient, ModelError, Usage
 
@@ -57,6 +59,24 @@ def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
     return out
 
 
+async def switch_inputs(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> dict:
+    """The inputs with keyboard-mode slips switched back (AppSpec.keyboard_switch; kollm.hangul): every candidate
+    of every text input scored in one request to the model the version runs on. Raises ModelError."""
+    if not spec.keyboard_switch:
+        return inputs
+    texts = {k: switch_candidates(v) for k, v in inputs.items() if isinstance(v, str) and k not in spec.files}
+    texts = {k: c for k, c in texts.items() if len(c) > 1}
+    if not texts:
+        return inputs
+    flat = [t for c in texts.values() for t in c]
+    scores = await client.text_logprobs(flat, version_model(spec, model))
+    out, at = dict(inputs), 0
+    for k, c in texts.items():
+        out[k] = pick_switches(inputs[k], scores[at:at + len(c)])
+        at += len(c)
+    return out
+
+
 def version_model(spec: AppSpec, model: str = "") -> str:
     """The model a call goes to: the version's own (a tuned adapter is part of the version), else the caller's."""
     return spec.model or model
@@ -64,10 +84,11 @@ def version_model(spec: AppSpec, model: str = "") -> str:
 
 async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> Outcome:
     """The whole output at once. Input errors (a missing variable) raise KollmError; model errors are in `.error`."""
-    prompt = render(spec, inputs)
+    prompt = render(spec, inputs)  # a missing input is an error before any call
     out = Outcome(input_chars=prompt_chars(prompt))
     t = time.perf_counter()
     try:
+        prompt = render(spec, await switch_inputs(client, spec, inputs, model))
         text, usage = await client.complete(spec, prompt, version_model(spec, model))
     except ModelError as e:
         out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
@@ -84,6 +105,12 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     The prompt is rendered before the first event, so a missing input raises KollmError before streaming starts."""
     prompt = render(spec, inputs)
     out = Outcome(input_chars=prompt_chars(prompt))
+    if spec.keyboard_switch:
+        try:
+            prompt = render(spec, await switch_inputs(client, spec, inputs, model))
+        except ModelError as e:
+            yield {"type": "error", "message": e.message, **out.to_dict()}
+            return
     if count_prompt:
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         yield {"type": "prompt", "prompt": prompt, "prompt_tokens": await client.count_tokens(text)}

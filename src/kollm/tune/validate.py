@@ -10,6 +10,7 @@ import torch
 
 from kollm import metrics
 from kollm.model.loss import IGNORE
+from kollm.special_tokens import encode_with_bos
 from kollm.tune.examples import Example
 from kollm.tune.pack import Batch
 
@@ -96,3 +97,19 @@ def generate(model: torch.nn.Module, tokenizer: object, prompts: list[list[int]]
         for r, i in enumerate(idx):
             answers[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
     return answers
+
+
+@torch.no_grad()
+def text_logprobs(model: torch.nn.Module, tokenizer: object, texts: list[str], device: torch.device) -> list[float]:
+    """Each whole text's log-probability (nats) after BOS, in one right-padded batch: which of several spellings
+    of a query the model finds likelier (kollm.hangul.switch_keyboard_mode)."""
+    ids = [encode_with_bos(tokenizer, t) for t in texts]
+    width = max(len(x) for x in ids)
+    batch = torch.zeros((len(ids), width), dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, x in enumerate(ids):
+        batch[r, :len(x)] = torch.tensor(x)
+        mask[r, :len(x)] = 1
+    logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+    picked = torch.log_softmax(logits, -1).gather(2, batch[:, 1:, None].to(device))[..., 0]
+    return (picked * mask[:, 1:].to(device)).sum(1).tolist()
