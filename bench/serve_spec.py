@@ -1,6 +1,7 @@
 """Speculative decoding (serve/spec.py) on the Studio's three built-in test sets, side by side in one run.
 
-    python bench/serve_spec.py [--model DIR] [--gguf F16.gguf] [--items 20] [--clients 16,64] [--rounds 2]
+    python bench/serve_spec.py [--model DIR] [--draft-model DIR] [--gguf F16.gguf] [--items 20] [--clients 16,64]
+                               [--rounds 2]
 
 One in-process engine (kollm's continuous batching, default config, float32) serves every row: a request with
 `speculative=False` runs exactly as the engine did before speculation, so "off" and "ngram" alternate request by
@@ -10,7 +11,9 @@ the first / time after the first), the acceptance rate of drafted tokens, the sh
 whether the two outputs are identical (they must be). --gguf: llama.cpp's server (xllamacpp, 2 threads, one slot)
 on the same prompts, streamed over HTTP, for reference (its own tokens). Then 16 and 64 clients at once (items of
 all three sets, 64 tokens each, EOS ignored): aggregate tok/s with speculation allowed vs off, alternating, `--rounds`
-times. Prints one table.
+times. --draft-model: a second engine on the same model drafts with that model (`--speculative draft`,
+serve/draft.py) and runs every item and load too ("draft" columns: tok/s, acceptance, identical output). Prints one
+table.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def together(engine: object, prompts: list[list[int]], n: int, speculative: bool
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(Path.home() / ".cache/kollm/test-models/gemma-3-270m/hf"))
+    ap.add_argument("--draft-model", help="a small model sharing the tokenizer: adds `--speculative draft` columns")
     ap.add_argument("--gguf", help="an f16 GGUF of the same model for llama.cpp (kollm export gguf --type f16)")
     ap.add_argument("--items", type=int, default=20, help="items per test set (of 40)")
     ap.add_argument("--clients", default="16,64")
@@ -87,6 +91,7 @@ def main() -> None:
 
     import torch
 
+    from kollm.serve.config import EngineConfig
     from kollm.serve.engine import Engine
     from kollm.serve.sampling import SamplingParams
     from kollm.studio.apps import render_completion
@@ -95,6 +100,11 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     engine = Engine.load(a.model)
     print(engine.summary(), flush=True)
+    drafting = None  # the same model drafting with --draft-model (its own engine: the method is per engine)
+    if a.draft_model:
+        drafting = Engine.load(a.model, config=EngineConfig(speculative="draft", draft_model=a.draft_model))
+        print(drafting.summary(), flush=True)
+    engines = {"off": engine, "ngram": engine, **({"draft": drafting} if drafting else {})}
     llama = None
     if a.gguf:
         from serve import start_llamacpp
@@ -105,23 +115,26 @@ def main() -> None:
     for name in TEMPLATES:
         spec = template(name)["spec"]
         items = builtin_items(name)[:a.items]
-        acc = {"off": [0, 0.0], "ngram": [0, 0.0], "llama": [0, 0.0]}
-        same, st0 = 0, (engine.spec_stats.draft_tokens, engine.spec_stats.accepted_tokens, engine.spec_stats.steps,
-                        engine.steps)
+        acc = {"off": [0, 0.0], "ngram": [0, 0.0], "draft": [0, 0.0], "llama": [0, 0.0]}
+        same, same_draft = 0, 0
+        st0 = (engine.spec_stats.draft_tokens, engine.spec_stats.accepted_tokens, engine.spec_stats.steps,
+               engine.steps)
+        dt0 = (drafting.spec_stats.draft_tokens, drafting.spec_stats.accepted_tokens) if drafting else (0, 0)
         for it in items:
             prompt = render_completion(spec, it["inputs"])
             ids = engine.encode(prompt)
             all_prompts.append(ids)
             outs = {}
-            for mode in ("off", "ngram"):  # alternating, item by item: the machine's drift hits both alike
+            for mode in engines:  # alternating, item by item: the machine's drift hits all alike
                 p = SamplingParams(max_tokens=spec.params.max_tokens or 64, temperature=0,
-                                   stop=list(spec.params.stop or []), speculative=mode == "ngram")
-                toks, times = stream(engine, ids, p)
+                                   stop=list(spec.params.stop or []), speculative=mode != "off")
+                toks, times = stream(engines[mode], ids, p)
                 k, s = rate(times)
                 acc[mode][0] += k
                 acc[mode][1] += s
                 outs[mode] = toks
             same += outs["off"] == outs["ngram"]
+            same_draft += outs["off"] == outs.get("draft")
             if llama is not None:
                 k, s = rate(llamacpp_stream(llama.base, prompt, spec.params.max_tokens or 64,
                                             list(spec.params.stop or [])))
@@ -130,9 +143,14 @@ def main() -> None:
         st = engine.spec_stats
         drafted, accepted = st.draft_tokens - st0[0], st.accepted_tokens - st0[1]
         tps = {m: (k / s if s else 0.0) for m, (k, s) in acc.items()}
+        draft = None
+        if drafting:
+            ds = drafting.spec_stats
+            draft = (tps["draft"], tps["draft"] / max(tps["off"], 1e-9),
+                     (ds.accepted_tokens - dt0[1]) / max(ds.draft_tokens - dt0[0], 1), f"{same_draft}/{len(items)}")
         rows.append((name, len(items), tps["off"], tps["ngram"], tps["ngram"] / max(tps["off"], 1e-9),
                      accepted / max(drafted, 1), (st.steps - st0[2]) / max(engine.steps - st0[3], 1),
-                     f"{same}/{len(items)}", tps["llama"]))
+                     f"{same}/{len(items)}", tps["llama"], draft))
         print(f"  {name}: {rows[-1]}", flush=True)
     if llama is not None:
         llama.stop()
@@ -140,24 +158,30 @@ def main() -> None:
     loads = []
     for cl in [int(c) for c in a.clients.split(",") if c]:
         prompts = [all_prompts[i % len(all_prompts)] for i in range(cl)]
-        runs = {True: [], False: []}
+        runs = {m: [] for m in engines}
         for _ in range(a.rounds):
-            for spec_on in (False, True):
-                runs[spec_on].append(together(engine, prompts, 64, spec_on))
-        off, on = statistics.median(runs[False]), statistics.median(runs[True])
-        loads.append((cl, off, on, on / off))
-        print(f"  {cl} clients: off {off:.1f} ngram {on:.1f}", flush=True)
+            for mode in engines:
+                runs[mode].append(together(engines[mode], prompts, 64, mode != "off"))
+        med = {m: statistics.median(r) for m, r in runs.items()}
+        loads.append((cl, med))
+        print(f"  {cl} clients: " + " ".join(f"{m} {v:.1f}" for m, v in med.items()), flush=True)
 
-    print(f"\nGemma-3-270M float32 ({Path(a.model).name}), {os.cpu_count()} cores, greedy, one stream, decode tok/s")
-    print("| test set | items | off | ngram | ratio | accepted | steps drafting | same output | llama.cpp f16 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, n, off, on, ratio, accept, drafting, same, ll in rows:
-        print(f"| {name} | {n} | {off:.1f} | {on:.1f} | {ratio:.2f}x | {accept:.2f} | {drafting:.2f} | {same} | "
-              + (f"{ll:.1f} |" if ll else "- |"))
-    print("\n| clients | off tok/s | ngram tok/s | ratio |")
-    print("|---|---|---|---|")
-    for cl, off, on, ratio in loads:
-        print(f"| {cl} | {off:.1f} | {on:.1f} | {ratio:.2f}x |")
+    dtype = str(next(engine.model.parameters()).dtype).removeprefix("torch.")
+    print(f"\n{type(engine.model).__name__} {dtype} ({Path(a.model).name}"
+          + (f", draft model {Path(a.draft_model).name}" if a.draft_model else "")
+          + f"), {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, greedy, one stream, decode tok/s")
+    head = "| test set | items | off | ngram | ratio | accepted | steps drafting | same output | llama.cpp f16 |"
+    print(head + (" draft | ratio | accepted | same output |" if drafting else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" * 4 if drafting else ""))
+    for name, n, off, on, ratio, accept, steps, same, ll, draft in rows:
+        print(f"| {name} | {n} | {off:.1f} | {on:.1f} | {ratio:.2f}x | {accept:.2f} | {steps:.2f} | {same} | "
+              + (f"{ll:.1f} |" if ll else "- |")
+              + (f" {draft[0]:.1f} | {draft[1]:.2f}x | {draft[2]:.2f} | {draft[3]} |" if draft else ""))
+    print("\n| clients | off tok/s | ngram tok/s | ratio |" + (" draft tok/s | ratio |" if drafting else ""))
+    print("|---|---|---|---|" + ("---|---|" if drafting else ""))
+    for cl, med in loads:
+        print(f"| {cl} | {med['off']:.1f} | {med['ngram']:.1f} | {med['ngram'] / med['off']:.2f}x |"
+              + (f" {med['draft']:.1f} | {med['draft'] / med['off']:.2f}x |" if drafting else ""))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from kollm.serve import audio, images
 from kollm.serve.audio import Transcriber
 from kollm.serve.client import EngineClient
 from kollm.serve.config import ServeConfig
+from kollm.serve.draft import check_speculative
 from kollm.serve.engine import Engine
 from kollm.serve.keys import Guard, KeyStore, RateLimit
 from kollm.serve.lora import parse_modules, read_config
@@ -724,6 +725,7 @@ def run_server(cfg: ServeConfig) -> None:
     names = list(cfg.served_model_name) or [Path(cfg.model).name]
     # vLLM's clients name a model by the path it was served from
     aliases = [] if cfg.served_model_name else [cfg.model, str(Path(cfg.model).resolve())]
+    check_speculative(cfg.speculative, cfg.draft_model, cfg.model)  # a draft model that cannot work: now, not later
     loras = parse_modules(cfg.lora)
     for name, path in loras:  # what can be checked without the model, before the port opens
         if name in names or name in aliases:

@@ -41,7 +41,9 @@ def serve(
     prefix_cache_mb: int = typer.Option(None, help="KV of recent prompts kept for reuse; 0 = off (default 1024)"),
     kv_cache_mb: int = typer.Option(None, help="KV of the running batch at most; more requests wait (default 4096)"),
     speculative: str = typer.Option(None, help="ngram: draft tokens from the request's own text when it pays "
-                                    "(same output); off (default ngram)"),
+                                    "(same output); draft: from --draft-model; off (default ngram)"),
+    draft_model: Path = typer.Option(None, help="with --speculative draft: a small causal-LM folder with the "
+                                     "model's tokenizer that proposes tokens"),
     max_model_len: int = typer.Option(None, help="context length (prompt + output) in tokens (default: the model's)"),
     lora: list[str] = typer.Option(None, help="a LoRA adapter as NAME=DIR (a peft save_pretrained folder); requests "
                                    "with model=NAME run it (repeat for several, served side by side)"),
@@ -59,7 +61,8 @@ def serve(
                        api_key=api_key, rate_limit=rate_limit,
                        mask_pii=mask_pii, max_num_seqs=max_num_seqs, prefix_cache_mb=prefix_cache_mb,
                        kv_cache_mb=kv_cache_mb, speculative=speculative, max_model_len=max_model_len,
-                       lora=lora or None, allow_runtime_lora=allow_runtime_lora,
+                       draft_model=str(draft_model) if draft_model else None, lora=lora or None,
+                       allow_runtime_lora=allow_runtime_lora,
                        chat_template=str(chat_template) if chat_template else None,
                        keys_db=str(keys_db) if keys_db else None, whisper=str(whisper) if whisper else None))
 

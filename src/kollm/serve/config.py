@@ -11,10 +11,13 @@ class EngineConfig:
     prefill_chunk: int = 256  # prompt tokens per engine step: lower keeps streams smoother under long prompts
     prefix_cache_mb: int = 1024  # KV of recent prompts kept for reuse (few-shot prefixes); 0: off
     kv_cache_mb: int = 4096  # the running batch's KV; new requests wait while it would exceed this
-    speculative: str = "ngram"  # ngram: draft from the request's own text when it pays (serve/spec.py); off
+    # ngram: draft from the request's own text when it pays (serve/spec.py); draft: from `draft_model`
+    # (serve/draft.py); off
+    speculative: str = "ngram"
     max_model_len: int = 0  # context length (prompt + output) in tokens; 0: the model's own
     # False: a token may break UTF-8 as in transformers' generate (kollm eval reproduces it); never for the API
     utf8_guard: bool = True
+    draft_model: str = ""  # HF causal-LM folder sharing the model's tokenizer (speculative = "draft" only)
 
 
 @dataclass
@@ -32,12 +35,13 @@ class ServeConfig:
     keys_db: str = "~/.local/share/kollm/keys.db"  # keys made by `kollm serve keys create` (stored hashed)
     rate_limit: float = 0.0  # requests per second per key (bursts of twice that); 0: off
     max_waiting: int = 256  # requests queued for the engine; more get 503 with Retry-After
-    max_num_seqs: int = EngineConfig.max_num_seqs  # these four: EngineConfig's, settable in [serve]
+    max_num_seqs: int = EngineConfig.max_num_seqs  # these: EngineConfig's, settable in [serve]
     prefill_chunk: int = EngineConfig.prefill_chunk
     prefix_cache_mb: int = EngineConfig.prefix_cache_mb
     kv_cache_mb: int = EngineConfig.kv_cache_mb
     speculative: str = EngineConfig.speculative
     max_model_len: int = EngineConfig.max_model_len
+    draft_model: str = EngineConfig.draft_model
     lora: list[str] = field(default_factory=list)  # LoRA adapters as NAME=DIR (peft folders): `model` picks one
     allow_runtime_lora: bool = False  # /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's runtime updating)
     mask_pii: bool = False  # pass every output (streams included) through the data stage's PII masker
@@ -50,4 +54,4 @@ class ServeConfig:
 
     def engine(self) -> EngineConfig:
         return EngineConfig(self.max_num_seqs, self.prefill_chunk, self.prefix_cache_mb, self.kv_cache_mb,
-                            self.speculative, self.max_model_len)
+                            self.speculative, self.max_model_len, draft_model=self.draft_model)

@@ -7,8 +7,9 @@ One thread, the step loop, owns the model. Each step
   2. runs one packed prefill of up to `prefill_chunk` prompt tokens over the waiting prompts (serve/runner.py);
   3. runs one decode forward over every running request and samples each row with its own seeded generator
      (serve/sequence.py), whose output processor (serve/output.py) releases text, logprobs and stop decisions;
-     when drafting pays (serve/spec.py), the forward checks each row's drafted tokens too and a row may output
-     several tokens in one step, exactly those it would have output one by one;
+     when drafting pays (serve/spec.py), the forward checks each row's drafted tokens too (from its own text, or
+     from a draft model: serve/draft.py) and a row may output several tokens in one step, exactly those it would
+     have output one by one;
   4. hands each reader its step's outputs at once (one wake-up per event loop, not one per token).
 Requests hold cache slots in the order kv.Slots keeps; a request that fails fails alone. Each request may run a
 LoRA adapter (serve/lora.py): its rows get the adapter's deltas in the same steps as everyone else's.
@@ -32,6 +33,7 @@ from kollm.runtime import release_memory
 from kollm.serve.base import EngineBase
 from kollm.serve.client import EngineStats
 from kollm.serve.config import EngineConfig
+from kollm.serve.draft import DraftModel, check_speculative
 from kollm.serve.kv import PrefixStore, SlotCache, Slots
 from kollm.serve.lora import Adapter
 from kollm.serve.runner import ModelRunner
@@ -96,8 +98,7 @@ class Engine(EngineBase):
         self.runner = ModelRunner(model, self.cache)
         self._stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
         self.scheduler = Scheduler(self.cfg, self.slots, self.prefixes, self._start, self._stats)
-        if self.cfg.speculative not in ("ngram", "off"):
-            raise KollmError(f"unknown speculative method {self.cfg.speculative!r}; use ngram or off")
+        self.drafter = self._drafter(name)
         if self.cfg.max_model_len > self.max_len:
             raise KollmError(f"--max-model-len {self.cfg.max_model_len} is past what {name} was trained for "
                              f"({self.max_len} positions); give at most {self.max_len}")
@@ -128,6 +129,12 @@ class Engine(EngineBase):
             template = p.read_text(encoding="utf-8")
         return cls(model, tokenizer, path.name, template, config, mask_pii)
 
+    def _drafter(self, name: str) -> DraftModel | None:
+        """The draft model `--speculative draft` proposes with (None for ngram and off); a misuse is refused."""
+        path = self.cfg.draft_model
+        check_speculative(self.cfg.speculative, path)
+        return DraftModel.load(path, self.tokenizer, self.utf8, name) if path else None
+
     def summary(self) -> str:
         """Which forward runs, the weights, the budgets and the memory it took, for the server's start-up line
         (beyond the weights: a big output head's one-row MKL packing, serve/packed.py, and torch's own)."""
@@ -137,6 +144,10 @@ class Engine(EngineBase):
         runs += (f", weights {weights / 2**30:.2f} GiB, KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to "
                  f"{self.cfg.prefix_cache_mb} MB, context {self.max_len} tokens, speculative decoding "
                  f"{self.cfg.speculative}")
+        if self.drafter is not None:
+            params = {p.data_ptr(): p for p in self.drafter.model.parameters()}.values()
+            runs += (f" with draft model {self.drafter.name} ({type(self.drafter.model).__name__}, "
+                     f"{sum(t.numel() * t.element_size() for t in params) / 2**30:.2f} GiB)")
         try:
             import resource  # Unix only
         except ImportError:
@@ -260,6 +271,8 @@ class Engine(EngineBase):
             if not (sched.waiting or len(self.slots) or self._closed):
                 if self._stats["steps"] != self._trimmed_at:  # idle after work: give freed memory back
                     self._trimmed_at = self._stats["steps"]
+                    if self.drafter is not None:
+                        self.drafter.sweep()  # requests a failed step took with it
                     release_memory()
                 self._wake.wait()
             self._wake.clear()
@@ -269,6 +282,8 @@ class Engine(EngineBase):
                     self._fail_all(RuntimeError("the engine was closed"))
                     self._flush()
                     self.cache.k, self.cache.v = [], []  # the KV goes with the engine
+                    if self.drafter is not None:
+                        self.drafter.close()
                 return
             try:
                 with self.lock, torch.no_grad():
@@ -280,6 +295,8 @@ class Engine(EngineBase):
                         self._flush()  # first tokens leave now, not after this step's decode
                     if self.slots.decoding:
                         self._decode_step()
+                    if self.drafter is not None:
+                        self.drafter.sweep()  # the draft KV of requests that left
                     self._stats["steps"] += 1
                 self._flush()
             except Exception as e:  # noqa: BLE001 - the step failed as a whole: everyone in it gets the error
@@ -318,8 +335,8 @@ class Engine(EngineBase):
         except Exception as e:  # noqa: BLE001 - this request's own fault: it fails alone
             self._fail(r, e)
             return False
-        if self.cfg.speculative == "ngram" and r.p.speculative and r.p.max_tokens > 1:
-            r.draft = Draft(Ngrams(r.ids), self.policy.accept)
+        if self.cfg.speculative != "off" and r.p.speculative and r.p.max_tokens > 1:
+            r.draft = Draft(Ngrams(r.ids) if self.drafter is None else None, self.policy.accept)
         return True
 
     def _fail(self, r: Sequence, e: Exception) -> None:
@@ -364,8 +381,12 @@ class Engine(EngineBase):
             drafts = [self._draft(r) for r in rows]
             k = self.policy.choose(drafts, [r.draft.accept if r.draft else 0.0 for r in rows])
             if k:
+                if self.drafter is not None:
+                    drafts = self._propose(rows, drafts, k)
                 self._check_step(rows, [d[:k] for d in drafts])
                 return
+            if self.drafter is not None:  # feeding prompts to the draft: a recent average over every step
+                self.policy.record("catch_up", 0, 0.0)
         with Timer() as t:
             logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
                                         [r.lora for r in rows])
@@ -381,10 +402,30 @@ class Engine(EngineBase):
 
     def _draft(self, r: Sequence) -> list[int]:
         """r's draft for this step: what followed the last occurrence of its text's ending (serve/spec.py), no
-        longer than the tokens it may still output after the next one."""
+        longer than the tokens it may still output after the next one. With a draft model, as many placeholders
+        (-1) as it may propose: its tokens cost forwards, so they are made only once the policy chose a length."""
         if r.draft is None:
             return []
-        return r.draft.ngrams.draft(min(MAX_DRAFT, r.p.max_tokens - r.generated - 1))
+        n = min(MAX_DRAFT, r.p.max_tokens - r.generated - 1)
+        if self.drafter is not None:
+            return [-1] * self.drafter.room(r, n)
+        return r.draft.ngrams.draft(n)
+
+    def _propose(self, rows: list[Sequence], room: list[list[int]], k: int) -> list[list[int]]:
+        """The draft model's tokens for the rows with room (up to k each); the proposing forwards are timed for
+        the policy, per forward, as ("draft", rows drafting), and what feeding new prompts to the draft cost, as a
+        recent average over decode steps ("catch_up", 0: a prompt is fed once, so steps after it bring it down)."""
+        drafting = [r for r, d in zip(rows, room, strict=True) if d]
+        if not drafting:
+            return room  # no row has room: a check of the pending tokens alone
+        k = min(k, max(map(len, room)))
+        with Timer() as fed:
+            self.drafter.catch_up(drafting)
+        with Timer() as t:
+            got = iter(self.drafter.propose(drafting, k))
+        self.policy.record("draft", len(drafting), t.seconds / k)
+        self.policy.record("catch_up", 0, fed.seconds)
+        return [next(got)[:len(d)] if d else [] for d in room]
 
     def _check_step(self, rows: list[Sequence], drafts: list[list[int]]) -> None:
         """One forward over each row's pending token and its draft (a chunk at its next positions); then each row
@@ -429,6 +470,6 @@ class Engine(EngineBase):
         except Exception as e:  # noqa: BLE001 - e.g. a grammar or sampling error: this request's, not the batch's
             self._fail(r, e)
             return True
-        if r.draft is not None:
+        if r.draft is not None and r.draft.ngrams is not None:
             r.draft.ngrams.append(r.pending)
         return False

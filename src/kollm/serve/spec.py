@@ -1,5 +1,5 @@
-"""Speculative decoding: drafts from the request's own text (prompt lookup, vLLM's `ngram` method), checked by the
-engine in one forward, and the rule for when drafting pays.
+"""Speculative decoding: drafts from the request's own text (prompt lookup, vLLM's `ngram` method; a draft model
+is serve/draft.py), checked by the engine in one forward, and the rule for when drafting pays.
 
 Drafting. A request's prompt and output so far are indexed by n-grams as tokens arrive (`Ngrams`, O(1) per token);
 the draft is what followed the last earlier occurrence of the longest suffix of 2..4 tokens. Query correction and
@@ -19,8 +19,11 @@ When it pays (`Policy`). On a CPU a forward over T tokens costs more than one to
 (measured on Gemma-3-270M, 2 cores: output head 22 ms at one row, 45 at two, 67 at four), so each step the
 engine picks the draft length k with the most expected tokens per second: expected tokens from each row's recent
 acceptance, seconds from what steps of that shape took on this machine (learned as the engine runs; `Policy.cost`
-says what an unmeasured shape is assumed to cost). Large batches are compute-bound: past `MAX_TOKENS` tokens a
-step never drafts.
+says what an unmeasured shape is assumed to cost). A draft model's proposing forwards are part of a step's cost:
+k of them, each as long as one over that many rows took (measured as ("draft", rows); unmeasured, free, so it gets
+tried), plus what feeding new prompts to the draft took over recent decode steps (a prompt is fed once, and the
+steps after it, drafting or not, bring that average down; a batch that keeps taking new requests keeps paying
+it); prompt lookup costs nothing. Large batches are compute-bound: past `MAX_TOKENS` tokens a step never drafts.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class Ngrams:
 class Draft:
     """One request's speculation state."""
 
-    ngrams: Ngrams
+    ngrams: Ngrams | None  # prompt lookup's index of the request's text; None when a draft model proposes
     accept: float  # recent share of this request's drafted tokens accepted (at first: the engine's, Policy.accept)
 
 
@@ -94,7 +97,8 @@ def expected_tokens(accept: float, k: int) -> float:
 class Policy:
     """Chooses each step's draft length from measured step costs (seconds) and the rows' acceptance."""
 
-    costs: dict[tuple[str, int], float] = field(default_factory=dict)  # ("decode", rows) / ("check", tokens)
+    # ("decode", rows) / ("check", tokens) / ("draft", rows): one forward of a draft model over that many rows
+    costs: dict[tuple[str, int], float] = field(default_factory=dict)
     accept: float = 0.8  # acceptance over all recent checks: a new request's first estimate
     idle: int = 0  # steps in a row that had drafts but checked none
 
@@ -108,13 +112,17 @@ class Policy:
         # now and then check anyway when it nearly paid: costs and texts change
         explore = self.idle > EXPLORE
         best, best_rate = 0, B / plain * (0.8 if explore else 1.02)  # a clear gain, not noise
+        # a draft model's forward over the drafting rows, and its feeding of new prompts (rows that join a batch
+        # keep drafting dear); never recorded for prompt lookup, which costs nothing
+        draft = self.costs.get(("draft", sum(1 for d in drafts if d)), 0.0)
+        fixed = self.costs.get(("catch_up", 0), 0.0)
         for k in DRAFT_LENGTHS:
             lengths = [min(k, len(d)) for d in drafts]
             tokens = B + sum(lengths)
             if tokens > MAX_TOKENS:
                 break
             rate = sum(expected_tokens(a, m) for a, m in zip(accepts, lengths, strict=True)) / \
-                self.cost(tokens, B, plain)
+                (self.cost(tokens, B, plain) + max(lengths) * draft + fixed)
             if rate > best_rate:
                 best, best_rate = k, rate
             if max(lengths) < k:
