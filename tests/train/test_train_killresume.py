@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 RECIPE = """
 [model]
 depth = 1
@@ -83,6 +85,7 @@ def kill_points(seed: int, n: int, steps: int) -> list[int]:
     return [4 + i * span + rng.randrange(max(1, span - 3)) for i in range(n)]
 
 
+@pytest.mark.slow  # 64 s on 2 cores; CI runs the slow tests too
 def test_kill9_at_random_steps_then_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
     from conftest import korean_texts, write_jsonl
     from safetensors.torch import load_file
