@@ -71,3 +71,32 @@ def outside_strings(json_text: str) -> str:
         else:
             out.append(c)
     return "".join(out)
+
+
+@torch.no_grad()
+def second_token_dists(engine: Engine, ids: list[int], T: float, K: int) -> dict[int, tuple[list[int], torch.Tensor]]:
+    """For each of the K likeliest first tokens after `ids`, the model's top-K second tokens and their probabilities
+    at temperature T, renormalised (what the sampler draws from, under the UTF-8 mask): the reference of the
+    speculative sampling tests."""
+
+    def dist(prefix: list[int], owed: int) -> tuple[list[int], torch.Tensor]:
+        logits = engine.utf8.mask(engine.model(torch.tensor([prefix])).logits[0, -1].float(), owed)  # valid UTF-8
+        top = torch.topk(torch.softmax(logits / T, -1), K)
+        return top.indices.tolist(), top.values / top.values.sum()
+
+    firsts, _ = dist(ids, 0)
+    return {t: dist(ids + [t], engine.utf8.step(0, t)) for t in firsts}
+
+
+def assert_second_tokens_follow(outs: list[list[Token]], second: dict, K: int) -> None:
+    """The sampled second tokens, by rank under their own distribution (given the first), pass a chi-square test
+    against `second_token_dists`, and the forced draft (rank 0) was refused too."""
+    from scipy.stats import chisquare
+
+    counts, expected = torch.zeros(K), torch.zeros(K)
+    for toks in outs:
+        order, probs = second[toks[0].id]
+        counts[order.index(toks[1].id)] += 1
+        expected += probs
+    assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3, (counts, expected)
+    assert counts[0] < len(outs) * 0.95 and counts[1:].sum() > 0  # the draft was refused too

@@ -10,7 +10,13 @@ import shutil
 
 import pytest
 import torch
-from reference import engine_greedy_together, engine_together, hf_greedy
+from reference import (
+    assert_second_tokens_follow,
+    engine_greedy_together,
+    engine_together,
+    hf_greedy,
+    second_token_dists,
+)
 
 from kollm.errors import KollmError
 from kollm.serve.config import EngineConfig, ServeConfig
@@ -142,32 +148,17 @@ def check_rollback(small: Engine) -> None:
 def test_sampled_tokens_follow_the_models_distribution(engines, monkeypatch):
     """The model drafting for itself proposes the likeliest second token; the sampler keeps or refuses it: over
     1,000 seeds the second token's distribution is the model's (chi-square against its probabilities)."""
-    from scipy.stats import chisquare
-
     _, same, _ = engines
     T, K = 1.5, 4
     ids = same.encode("오늘 날씨는")
 
-    @torch.no_grad()
-    def dist(prefix: list[int], owed: int) -> tuple[list[int], torch.Tensor]:
-        logits = same.utf8.mask(same.model(torch.tensor([prefix])).logits[0, -1].float(), owed)
-        top = torch.topk(torch.softmax(logits / T, -1), K)
-        return top.indices.tolist(), top.values / top.values.sum()
-
-    firsts, _ = dist(ids, 0)
-    second = {t: dist(ids + [t], same.utf8.step(0, t)) for t in firsts}
+    second = second_token_dists(same, ids, T, K)
     before = force(same, monkeypatch)
     n = 1000
     p = SamplingParams(max_tokens=3, temperature=T, top_k=K, ignore_eos=True)  # room for a draft after the first
     outs = engine_together(same, [ids] * n, [p.for_choice(i) for i in range(n)])
     assert counted(same, before)[1] > 0
-    counts, expected = torch.zeros(K), torch.zeros(K)
-    for toks in outs:
-        order, probs = second[toks[0].id]
-        counts[order.index(toks[1].id)] += 1
-        expected += probs
-    assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3, (counts, expected)
-    assert counts[0] < n * 0.95 and counts[1:].sum() > 0  # the draft was refused too
+    assert_second_tokens_follow(outs, second, K)
 
 
 def test_a_request_can_opt_out(engines, monkeypatch):

@@ -8,9 +8,14 @@ import re
 
 import httpx
 import pytest
-import torch
 from live import running
-from reference import engine_greedy_together, engine_together, hf_greedy
+from reference import (
+    assert_second_tokens_follow,
+    engine_greedy_together,
+    engine_together,
+    hf_greedy,
+    second_token_dists,
+)
 
 from kollm.serve.app import create_app
 from kollm.serve.config import EngineConfig
@@ -126,32 +131,17 @@ def test_sampled_tokens_follow_the_models_distribution(engines, monkeypatch):
     """The second token is checked against a forced draft (the likeliest token after the first), kept or refused
     by the sampler: over 1,500 seeds its distribution is the model's (a chi-square test against the probabilities
     computed from the model's logits)."""
-    from scipy.stats import chisquare
-
     spec, T, K = engines[0], 1.5, 4
     ids = spec.encode("오늘 날씨는")
 
-    @torch.no_grad()
-    def dist(prefix: list[int], owed: int) -> tuple[list[int], torch.Tensor]:
-        logits = spec.utf8.mask(spec.model(torch.tensor([prefix])).logits[0, -1].float(), owed)  # valid UTF-8
-        top = torch.topk(torch.softmax(logits / T, -1), K)
-        return top.indices.tolist(), top.values / top.values.sum()  # top-k, renormalised: what the sampler draws
-
-    firsts, _ = dist(ids, 0)
-    second = {t: dist(ids + [t], spec.utf8.step(0, t)) for t in firsts}
+    second = second_token_dists(spec, ids, T, K)
     monkeypatch.setattr(spec, "_draft", lambda r: [second[r.pending][0][0]] if r.generated == 1 else [])
     monkeypatch.setattr(spec.policy, "choose", lambda drafts, accepts: 4)
     n, before = 1500, spec.spec_stats.accepted_tokens
     p = SamplingParams(max_tokens=3, temperature=T, top_k=K, ignore_eos=True)  # room for a draft after the first
     outs = engine_together(spec, [ids] * n, [p.for_choice(i) for i in range(n)])
     assert spec.spec_stats.accepted_tokens > before
-    counts, expected = torch.zeros(K), torch.zeros(K)
-    for toks in outs:  # by rank of the second token under its own distribution (given the first)
-        order, probs = second[toks[0].id]
-        counts[order.index(toks[1].id)] += 1
-        expected += probs
-    assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3, (counts, expected)
-    assert counts[0] < n * 0.95 and counts[1:].sum() > 0  # the draft was refused too
+    assert_second_tokens_follow(outs, second, K)
 
 
 def test_the_api_takes_the_opt_out_and_metrics_count_drafts(engines, monkeypatch):
