@@ -88,7 +88,9 @@ async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str 
     out = Outcome(input_chars=prompt_chars(prompt))
     t = time.perf_counter()
     try:
-        prompt = render(spec, await switch_inputs(client, spec, inputs, model))
+        switched = await switch_inputs(client, spec, inputs, model)
+        if switched is not inputs:  # rendered again only when the switch ran
+            prompt = render(spec, switched)
         text, usage = await client.complete(spec, prompt, version_model(spec, model))
     except ModelError as e:
         out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
@@ -105,12 +107,13 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     The prompt is rendered before the first event, so a missing input raises KollmError before streaming starts."""
     prompt = render(spec, inputs)
     out = Outcome(input_chars=prompt_chars(prompt))
-    if spec.keyboard_switch:
-        try:
-            prompt = render(spec, await switch_inputs(client, spec, inputs, model))
-        except ModelError as e:
-            yield {"type": "error", "message": e.message, **out.to_dict()}
-            return
+    try:
+        switched = await switch_inputs(client, spec, inputs, model)
+    except ModelError as e:
+        yield {"type": "error", "message": e.message, **out.to_dict()}
+        return
+    if switched is not inputs:  # rendered again only when the switch ran
+        prompt = render(spec, switched)
     if count_prompt:
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         yield {"type": "prompt", "prompt": prompt, "prompt_tokens": await client.count_tokens(text)}
