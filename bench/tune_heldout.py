@@ -12,7 +12,8 @@ reviews are the shipped corpus's, none of them here). ROUGE-L on morphemes (koll
 Prompts: the base model gets the Studio's built-in app as the Studio renders it (instruction, template, 0 or all
 of its examples); the tuned model gets the template alone, as it was tuned. Greedy, the answer's first line.
 The "+ 한/영" columns first switch keyboard-mode slips back (kollm.hangul.switch_keyboard_mode: dkdlvhs -> 아이폰,
-ㅑㅔㅁㅇ -> ipad), each switch judged by the same model's log-probability of the query.
+ㅑㅔㅁㅇ -> ipad); "+ 한/영 + 맞춤법" then also undo a spelling slip (kollm.spelling.fix_spelling: 되지고기 -> 돼지고기,
+케찹 -> 케첩); each change judged by the same model's log-probability of the query.
 Writes bench/results/tune_<job>.json (every answer) and .md (the table).
 """
 
@@ -34,6 +35,7 @@ from kollm.metrics import exact_match, rouge_l
 from kollm.model.hf import load_hf_causal_lm
 from kollm.prompts import fill
 from kollm.special_tokens import encode_with_bos
+from kollm.spelling import fix_spelling
 from kollm.studio.apps import render_completion
 from kollm.studio.builtin import template
 from kollm.tune.validate import generate, text_logprobs
@@ -50,14 +52,20 @@ def items(name: str) -> list[dict]:
 
 
 def answers(model_dir: str, prompt: Callable[[str], str], inputs: list[str], max_new: int,
-            switch: bool) -> tuple[list[str], float]:
-    """Greedy first-line answers; with `switch`, each input first has its keyboard-mode slips switched back, judged
-    by the same model (kollm.hangul)."""
+            passes: int) -> tuple[list[str], float]:
+    """Greedy first-line answers; with `passes` >= 1, each input first has its keyboard-mode slips switched back
+    (kollm.hangul), with 2 then a spelling slip undone (kollm.spelling), each judged by the same model."""
     model, tok = load_hf_causal_lm(model_dir)
     cpu = torch.device("cpu")
     t0 = time.perf_counter()
-    if switch:
-        inputs = [switch_keyboard_mode(x, lambda texts: text_logprobs(model, tok, texts, cpu)) for x in inputs]
+    with torch.no_grad():
+        def score(texts: list[str]) -> list[float]:
+            return text_logprobs(model, tok, texts, cpu)
+
+        if passes >= 1:
+            inputs = [switch_keyboard_mode(x, score) for x in inputs]
+        if passes >= 2:
+            inputs = [fix_spelling(x, score) for x in inputs]
     with torch.no_grad():
         out = generate(model, tok, [encode_with_bos(tok, prompt(x)) for x in inputs], max_new, cpu, 8)
     return [a.strip().split("\n", 1)[0].strip() for a in out], time.perf_counter() - t0
@@ -77,18 +85,19 @@ def main() -> None:
     rows = [r for r in items(file) if r[field] not in shown][: a.limit or None]
     k = len(spec.examples)
     zero, few = replace(spec, examples=[]), spec
-    runs = {  # name: (model, prompt of an input, switch keyboard-mode slips first)
-        "base 0-shot": (a.model, lambda x: render_completion(zero, {var: x}), False),
-        f"base {k}-shot": (a.model, lambda x: render_completion(few, {var: x}), False),
-        "tuned 0-shot": (a.tuned, lambda x: fill(spec.template, {var: x}), False),
+    runs = {  # name: (model, prompt of an input, passes in front: 0 none, 1 keyboard mode, 2 and spelling)
+        "base 0-shot": (a.model, lambda x: render_completion(zero, {var: x}), 0),
+        f"base {k}-shot": (a.model, lambda x: render_completion(few, {var: x}), 0),
+        "tuned 0-shot": (a.tuned, lambda x: fill(spec.template, {var: x}), 0),
     }
-    if a.job == "query-correction":  # the same with the keyboard-mode pass in front
-        runs[f"base {k}-shot + 한/영"] = (a.model, runs[f"base {k}-shot"][1], True)
-        runs["tuned + 한/영"] = (a.tuned, runs["tuned 0-shot"][1], True)
+    if a.job == "query-correction":  # the same with the passes in front
+        for name, passes in (("한/영", 1), ("한/영 + 맞춤법", 2)):
+            runs[f"base {k}-shot + {name}"] = (a.model, runs[f"base {k}-shot"][1], passes)
+            runs[f"tuned + {name}"] = (a.tuned, runs["tuned 0-shot"][1], passes)
     scores: dict[str, dict[str, float]] = {}
     record: dict[str, list] = {}
-    for name, (model, prompt, switch) in runs.items():
-        got, secs = answers(model, prompt, [r[field] for r in rows], max_new, switch)
+    for name, (model, prompt, passes) in runs.items():
+        got, secs = answers(model, prompt, [r[field] for r in rows], max_new, passes)
         by: dict[str, list[float]] = defaultdict(list)
         for r, g in zip(rows, got, strict=True):
             s = metric(g, r[ref])

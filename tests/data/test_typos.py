@@ -17,8 +17,6 @@ from kollm.config import read_recipe
 from kollm.data.config import DataConfig
 from kollm.data.typos import (
     ERROR_TYPES,
-    LOANWORDS,
-    MISSPELLINGS,
     UNCHANGED,
     apply_error,
     check_typo_config,
@@ -28,6 +26,7 @@ from kollm.data.typos import (
 )
 from kollm.errors import KollmError
 from kollm.hangul import decompose, from_keys, to_keys
+from kollm.spelling import LOANWORDS, MISSPELLINGS
 
 HELDOUT = REPO / "src/kollm/eval/tasks/data/query_correction_heldout.jsonl"
 

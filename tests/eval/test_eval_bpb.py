@@ -80,6 +80,7 @@ def test_uniform_model_scores_log2_vocab_per_token(tiny_model_dir):
     assert nll / math.log(2) / n_bytes == pytest.approx(n_tokens * math.log2(len(tok)) / n_bytes, rel=1e-6)
 
 
+@pytest.mark.slow  # 19 s on 2 cores
 def test_eval_cli_on_a_non_kollm_model(tmp_path, tiny_tokenizer):
     """`kollm eval` takes any HF causal-LM folder: here a tiny Llama built by the test."""
     cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -49,6 +49,7 @@ def assert_same_scores(ours: dict, theirs: dict,
         assert abs(ours[m] - theirs[m]) < 1e-6, (m, ours[m], theirs[m])
 
 
+@pytest.mark.slow  # 49 s on 2 cores
 def test_every_shipped_task_loads_and_scores():
     """All seven kollm tasks (the kollm_ko group) build prompts, few-shot contexts and metrics under lm-eval."""
     import lm_eval
@@ -64,6 +65,7 @@ def test_every_shipped_task_loads_and_scores():
     assert "char_edit_distance,none" in res["results"]["kollm_query_correction"]
 
 
+@pytest.mark.slow  # 16 s on 2 cores
 def test_kollm_eval_matches_lm_eval_hf_on_a_kollm_checkpoint(long_model_dir, tmp_path):
     out = tmp_path / "run"
     r = run_kollm("eval", "--model", str(long_model_dir), "--tasks", "kollm_sentiment", "--shots", "0,2",
@@ -233,6 +235,7 @@ def one_line_error(r) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # 21 s on 2 cores
 def test_unknown_task_is_one_line(tiny_model_dir, tmp_path):
     msg = one_line_error(run_kollm("eval", "--model", str(tiny_model_dir), "--tasks", "kollm_sentimen",
                                    "--out", str(tmp_path)))
@@ -278,6 +281,7 @@ def test_lm_eval_builtin_hub_task_while_offline_is_one_line(tiny_model_dir, tmp_
     assert "'skt/kobest_v1'" in msg
 
 
+@pytest.mark.slow  # 30 s on 2 cores
 def test_server_backend_scores_like_in_process(long_model_dir, tmp_path):
     """`kollm eval --model URL` (lm-eval's local-completions against `kollm serve`) == `kollm eval --model DIR`,
     BOS included: kollm's tokenizers prepend it only when asked, and kollm asks on every backend."""

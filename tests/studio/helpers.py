@@ -39,7 +39,7 @@ class FakeModel:
         if self.refuse_format and body.get("response_format"):
             return httpx.Response(400, json={"error": {"message": "response_format 'json_schema' is not supported yet",
                                                        "type": "invalid_request_error", "param": "response_format"}})
-        if body.get("echo"):  # a scoring request (the keyboard-mode switch): Latin letters and lone jamo cost
+        if body.get("echo"):  # a scoring request (fix_typos): Latin letters and lone jamo cost
             choices = [{"index": i, "text": t, "logprobs": {"token_logprobs": [None, -float(
                 len(re.findall("[A-Za-z]", t)) + 2 * len(re.findall("[ㄱ-ㅣ]", t)))], "text_offset": [0, 0]}}
                 for i, t in enumerate(body["prompt"])]

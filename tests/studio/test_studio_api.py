@@ -26,7 +26,7 @@ def _editor(client: TestClient, slug: str = "qc", version: int | None = None) ->
         if name and "type=\"checkbox\"" not in tag and name.group(1) not in ("csrf_token",):
             form[name.group(1)] = _unescape(value.group(1)) if value else ""
     form["mode"] = re.search(r'<option value="(\w+)" selected>', html).group(1)
-    for box in ("pii_mask", "keyboard_switch"):
+    for box in ("pii_mask", "fix_typos"):
         if re.search(rf'name="{box}" checked', html):
             form[box] = "on"
     return form
@@ -192,31 +192,38 @@ def test_playground_streams_the_draft_with_counts(studio):
     assert "playground" in client.get("/apps/qc/logs").text
 
 
-def test_keyboard_mode_slips_are_switched_before_the_template(studio):
-    """검색어 교정 has keyboard_switch on: the candidates go to the model in one scoring request (echo + logprobs,
-    to the version's model) and the prompt holds what it chose; the app endpoint does the same; a server that
-    cannot score makes the run an error, not a silent skip."""
+def test_typos_are_undone_before_the_template(studio):
+    """검색어 교정 has fix_typos on: keyboard-mode candidates, then spelling candidates, go to the model in one
+    scoring request each (echo + logprobs, to the version's model) and the prompt holds what they chose; the app
+    endpoint does the same; a server that cannot score makes the run an error, not a silent skip."""
     client, tok, fake = studio
     new_app(client, tok)
     form = {**_editor(client), "csrf_token": tok, "in-query": "dkdlvhs 케이스 ㅑㅔㅁㅇ"}
-    assert form["keyboard_switch"] == "on"
+    assert form["fix_typos"] == "on"
+    n = len(fake.requests)
     ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
     assert ev[0]["prompt"].endswith("검색어: 아이폰 케이스 ipad\n교정:")
-    score = fake.requests[-2]
+    score = fake.requests[n]
     assert score["echo"] is True and score["logprobs"] and score["prompt"] == [
         "dkdlvhs 케이스 ㅑㅔㅁㅇ", "아이폰 케이스 ㅑㅔㅁㅇ", "dkdlvhs 케이스 ipad", "아이폰 케이스 ipad"]
+    # a spelling slip from the table: the scripted model scores both spellings alike, the table's prior decides
+    n = len(fake.requests)
+    ev = sse_events(client.post("/apps/qc/playground", data={**form, "in-query": "케찹 소스"},
+                                headers={"X-CSRF-Token": tok}).text)
+    assert ev[0]["prompt"].endswith("검색어: 케첩 소스\n교정:")
+    assert fake.requests[n]["echo"] and fake.requests[n]["prompt"][:2] == ["케찹 소스", "케첩 소스"]
     key = make_key(client, tok)
     r = client.post("/v1/apps/qc/run", headers={"Authorization": f"Bearer {key}"},
                     json={"inputs": {"query": "dkrl 로션"}})
     assert r.status_code == 200 and fake.requests[-1]["prompt"].endswith("검색어: 아기 로션\n교정:")
     n = len(fake.requests)
-    client.post("/apps/qc/playground", data={**form, "in-query": "아기 로션"}, headers={"X-CSRF-Token": tok})
-    assert len(fake.requests) == n + 1  # nothing to switch: no scoring request
-    del form["keyboard_switch"]  # switched off in the editor: typed as it is
+    client.post("/apps/qc/playground", data={**form, "in-query": "1234"}, headers={"X-CSRF-Token": tok})
+    assert len(fake.requests) == n + 1  # nothing to weigh: no scoring request
+    del form["fix_typos"]  # off in the editor: typed as it is
     ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
     assert ev[0]["prompt"].endswith("검색어: dkdlvhs 케이스 ㅑㅔㅁㅇ\n교정:")
     fake.fail_status = 400
-    form["keyboard_switch"] = "on"
+    form["fix_typos"] = "on"
     ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
     assert ev[0]["type"] == "error" and "scripted failure" in ev[0]["message"]
 

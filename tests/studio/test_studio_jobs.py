@@ -79,7 +79,7 @@ def test_a_test_run_is_a_background_job_with_progress(db_url, tmp_path):
     r = client.get(f"/jobs/{job}?follow=1")  # where the button landed: a finished run goes on to its results
     assert r.url.path == v["result"]["url"] and 'id="job"' in client.get(f"/jobs/{job}").text
     assert 'id="copy-baseline"' in run  # one input variable and an expected text: the copy baseline applies
-    assert len([q for q in fake.requests if not q.get("echo")]) == 40  # (echo: the keyboard-mode switch's scoring)
+    assert len([q for q in fake.requests if not q.get("echo")]) == 40  # (echo: fix_typos scoring its candidates)
     jobs_page = client.get("/jobs?app=qc").text
     assert f"/jobs/{job}" in jobs_page and "done" in jobs_page
     r = client.post(f"/apps/qc/tests/{set_id(client)}/run", data={"csrf_token": tok, "version": "1"},

@@ -110,9 +110,9 @@ def test_json_schema_app_on_a_real_server_answers_valid_json(model_server, tmp_p
     assert body["json_valid"] is True and set(json.loads(body["output"])) == {"q"}
 
 
-def test_keyboard_switch_is_judged_by_the_served_model(model_server, studio_model_dir):
-    """The app's keyboard-mode switch (검색어 교정 has it on): the served model scores each candidate exactly as
-    the model in-process does (echoed prompt logprobs), and the prompt holds the switch those scores choose."""
+def test_fix_typos_is_judged_by_the_served_model(model_server, studio_model_dir):
+    """The app's typo fixing (검색어 교정 has it on): the served model scores each candidate exactly as the model
+    in-process does (echoed prompt logprobs), and the prompt holds what those scores choose."""
     import asyncio
 
     import pytest
@@ -120,6 +120,7 @@ def test_keyboard_switch_is_judged_by_the_served_model(model_server, studio_mode
 
     from kollm.hangul import pick_switches
     from kollm.model.hf import load_hf_causal_lm
+    from kollm.spelling import fix_spelling
     from kollm.studio.apps import AppSpec, Params
     from kollm.studio.client import ModelClient
     from kollm.studio.runner import run_stream
@@ -130,8 +131,9 @@ def test_keyboard_switch_is_judged_by_the_served_model(model_server, studio_mode
     served = asyncio.run(client.text_logprobs(texts))
     model, tok = load_hf_causal_lm(str(studio_model_dir))
     assert served == pytest.approx(text_logprobs(model, tok, texts, torch.device("cpu")), abs=2e-3)
-    want = pick_switches(texts[0], served)  # the rule itself: tests/test_hangul.py
-    spec = AppSpec(template="검색어: {{query}}\n교정:", keyboard_switch=True, params=Params(max_tokens=2))
+    switched = pick_switches(texts[0], served)  # the rules themselves: tests/test_hangul.py, tests/test_spelling.py
+    want = fix_spelling(switched, lambda t: asyncio.run(client.text_logprobs(t)))
+    spec = AppSpec(template="검색어: {{query}}\n교정:", fix_typos=True, params=Params(max_tokens=2))
 
     async def first_event() -> dict:
         async for ev in run_stream(client, spec, {"query": texts[0]}, count_prompt=True):

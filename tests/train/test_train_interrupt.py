@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import korean_texts, run_kollm, write_jsonl
 
 from kollm.train.checkpoint import latest_valid, read_trainer_state
 
 
+@pytest.mark.slow  # 23 s on 2 cores
 def test_ctrl_c_keeps_checkpoint_and_resume_continues(tmp_path, tiny_tokenizer):
     tok_dir = tmp_path / "tok"
     tiny_tokenizer.save_pretrained(tok_dir)

@@ -67,9 +67,10 @@ class AppSpec:
     # variables filled from a file before the template is (`{"receipt": "image"}`): the playground offers a file
     # picker for them and the app endpoint accepts a data URL; a variable not named here is text
     files: dict[str, str] = field(default_factory=dict)
-    # switch the text inputs' keyboard-mode slips back before the template is filled (dkdlvhs -> 아이폰), each
-    # switch judged by the model (kollm.hangul; studio/runner.py): for search queries
-    keyboard_switch: bool = False
+    # undo the text inputs' typos before the template is filled: keyboard-mode slips (dkdlvhs -> 아이폰,
+    # kollm.hangul), then a spelling slip (되지고기 -> 돼지고기, kollm.spelling), each change judged by the model
+    # (studio/runner.py): for search queries
+    fix_typos: bool = False
 
     def variables(self) -> list[str]:
         """The template's variables in order of first appearance."""
@@ -161,7 +162,7 @@ def spec_text(spec: AppSpec) -> list[str]:
               f"top_k: {p.top_k}",
               f"repetition_penalty: {p.repetition_penalty}", f"max_tokens: {p.max_tokens}",
               f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}",
-              f"keyboard_switch: {spec.keyboard_switch}", "",
+              f"fix_typos: {spec.fix_typos}", "",
               "[json_schema]", *spec.json_schema.splitlines()]
     return lines
 

@@ -173,7 +173,7 @@ class ModelClient:
                                if v is not None and at < len(text)))
         except (ValueError, KeyError, IndexError, TypeError):
             raise ModelError(f"the model server at {self.root} did not score the text (echo with logprobs); "
-                             "turn the app's keyboard-mode switch off or use kollm serve or vLLM") from None
+                             "turn the app's typo fixing (fix_typos) off or use kollm serve or vLLM") from None
         return out
 
     async def transcribe(self, data: bytes, filename: str, model: str = "whisper-1", language: str = "") -> dict:

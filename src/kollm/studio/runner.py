@@ -1,4 +1,4 @@
-"""One run of an app version on some inputs: switch keyboard-mode slips back (when the app asks), render the
+"""One run of an app version on some inputs: undo typos in the inputs (when the app asks), render the
 prompt, call the model, mask PII, check the JSON schema, and measure (latency, tokens, characters). Shared by the
 playground, the app endpoint and the test-set runner."""
 
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from kollm.hangul import pick_switches, switch_candidates
+from kollm.spelling import pick_spelling, spelling_candidates
 from kollm.studio.apps import AppSpec, render_chat, render_completion
 from kollm.studio.client import ModelClient, ModelError, Usage
 
@@ -59,21 +60,34 @@ def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
     return out
 
 
-async def switch_inputs(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> dict:
-    """The inputs with keyboard-mode slips switched back (AppSpec.keyboard_switch; kollm.hangul): every candidate
-    of every text input scored in one request to the model the version runs on. Raises ModelError."""
-    if not spec.keyboard_switch:
+async def fix_inputs(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "") -> dict:
+    """The inputs with their typos undone (AppSpec.fix_typos): keyboard-mode slips switched back (kollm.hangul),
+    then a spelling slip undone (kollm.spelling), each round's candidates for every text input scored in one
+    request to the model the version runs on. Returns `inputs` itself when nothing changed. Raises ModelError."""
+    if not spec.fix_typos:
         return inputs
-    texts = {k: switch_candidates(v) for k, v in inputs.items() if isinstance(v, str) and k not in spec.files}
-    texts = {k: c for k, c in texts.items() if len(c) > 1}
-    if not texts:
-        return inputs
-    flat = [t for c in texts.values() for t in c]
-    scores = await client.text_logprobs(flat, version_model(spec, model))
-    out, at = dict(inputs), 0
-    for k, c in texts.items():
-        out[k] = pick_switches(inputs[k], scores[at:at + len(c)])
-        at += len(c)
+    texts = {k: v for k, v in inputs.items() if isinstance(v, str) and k not in spec.files}
+    switch = {k: switch_candidates(v) for k, v in texts.items()}
+    for k, (cands, scores) in (await _scored(client, spec, model, switch)).items():
+        texts[k] = pick_switches(cands[0], scores)
+    spelling = {k: spelling_candidates(v) for k, v in texts.items()}
+    picked = await _scored(client, spec, model, {k: cands for k, (cands, _) in spelling.items()})
+    for k, (cands, scores) in picked.items():
+        texts[k] = pick_spelling(cands, spelling[k][1], scores)
+    return inputs if all(inputs[k] == v for k, v in texts.items()) else {**inputs, **texts}
+
+
+async def _scored(client: ModelClient, spec: AppSpec, model: str,
+                  candidates: dict[str, list[str]]) -> dict[str, tuple[list[str], list[float]]]:
+    """Each input's candidates with their log-probabilities, all in one request; inputs with nothing to weigh are
+    left out."""
+    todo = {k: c for k, c in candidates.items() if len(c) > 1}
+    if not todo:
+        return {}
+    scores = await client.text_logprobs([t for c in todo.values() for t in c], version_model(spec, model))
+    out, at = {}, 0
+    for k, c in todo.items():
+        out[k], at = (c, scores[at:at + len(c)]), at + len(c)
     return out
 
 
@@ -88,9 +102,9 @@ async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str 
     out = Outcome(input_chars=prompt_chars(prompt))
     t = time.perf_counter()
     try:
-        switched = await switch_inputs(client, spec, inputs, model)
-        if switched is not inputs:  # rendered again only when the switch ran
-            prompt = render(spec, switched)
+        fixed = await fix_inputs(client, spec, inputs, model)
+        if fixed is not inputs:  # rendered again only when a typo was undone
+            prompt = render(spec, fixed)
         text, usage = await client.complete(spec, prompt, version_model(spec, model))
     except ModelError as e:
         out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
@@ -108,12 +122,12 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     prompt = render(spec, inputs)
     out = Outcome(input_chars=prompt_chars(prompt))
     try:
-        switched = await switch_inputs(client, spec, inputs, model)
+        fixed = await fix_inputs(client, spec, inputs, model)
     except ModelError as e:
         yield {"type": "error", "message": e.message, **out.to_dict()}
         return
-    if switched is not inputs:  # rendered again only when the switch ran
-        prompt = render(spec, switched)
+    if fixed is not inputs:  # rendered again only when a typo was undone
+        prompt = render(spec, fixed)
     if count_prompt:
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         yield {"type": "prompt", "prompt": prompt, "prompt_tokens": await client.count_tokens(text)}

@@ -1,0 +1,84 @@
+"""kollm.spelling: the spelling pass of query correction (its tables are also what tests/data/test_typos.py checks
+typo synthesis against)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kollm.spelling import (
+    KIWI_PRIOR,
+    LOANWORDS,
+    MISSPELLINGS,
+    TABLE_PRIOR,
+    fix_spelling,
+    pick_spelling,
+    spelling_candidates,
+)
+
+
+def test_every_table_slip_synthesized_is_a_candidate_back():
+    """What typo synthesis makes from a table, the pass offers to undo: the correct text is among the candidates,
+    with the table's prior."""
+    from kollm.data.typos import apply_error
+
+    for kind, table in (("misspelling", [(c, (w,)) for c, w in MISSPELLINGS]), ("loanword", LOANWORDS)):
+        for correct, _ in table:
+            text = f"{correct.lstrip('^')} 추천"
+            typo = apply_error(text, kind, random.Random(0))
+            if typo is None:  # a "^" entry needs a following word, or the pair only applies inside one
+                continue
+            cands, priors = spelling_candidates(typo)
+            assert text in cands, (typo, text, cands)
+            assert priors[cands.index(text)] == TABLE_PRIOR
+
+
+def test_kiwi_offers_dictionary_words_and_nothing_for_what_it_cannot_read():
+    cands, priors = spelling_candidates("되지고기 목살")
+    assert cands[0] == "되지고기 목살" and priors[0] == 0.0
+    assert "돼지고기 목살" in cands and priors[cands.index("돼지고기 목살")] == KIWI_PRIOR
+    assert spelling_candidates("냉장고 새척")[0][1:] == ["냉장고 세척"]
+    assert spelling_candidates("iphone 15 pro") == (["iphone 15 pro"], [0.0])  # no Hangul: nothing to ask
+    assert spelling_candidates("1234") == (["1234"], [0.0])
+    for text in ("냉장고 세척", "돼지고기 목살", "무선 이어폰"):  # correct text: any candidate differs in letters
+        assert all(c.replace(" ", "") != text.replace(" ", "") for c in spelling_candidates(text)[0][1:])
+
+
+def test_the_likeliest_with_its_prior_wins_and_a_tie_keeps_the_text():
+    cands, priors = ["케찹 소스", "케첩 소스", "캐찹 소스"], [0.0, TABLE_PRIOR, KIWI_PRIOR]
+    assert pick_spelling(cands, priors, [-20.0, -27.0, -10.0]) == "캐찹 소스"  # Kiwi's by 10 nats (> 4)
+    assert pick_spelling(cands, priors, [-20.0, -27.0, -17.0]) == "케첩 소스"  # the table's, 7 nats less likely
+    assert pick_spelling(cands, priors, [-20.0, -29.0, -17.0]) == "케찹 소스"  # neither clears its prior
+    assert pick_spelling(cands, [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]) == "케찹 소스"
+    with pytest.raises(ValueError, match="2 scores for 3"):
+        pick_spelling(cands, priors, [0.0, 1.0])
+    calls = []
+    assert fix_spelling("iphone", lambda t: calls.append(t) or []) == "iphone" and calls == []
+    assert fix_spelling("케찹 소스", lambda t: [0.0] * len(t)) == "케첩 소스"
+    assert fix_spelling("케찹 소스", lambda t: [0.0, -9.0, *[0.0] * (len(t) - 2)]) == "케찹 소스"
+
+
+@pytest.mark.slow
+def test_gemma_judges_synthesized_spelling_slips(gemma_dir):
+    """Gemma-3-270M (not tuned) as the judge, on synthesized pairs (seed 7, as kollm/spelling.py's numbers): most
+    vowel slips and table slips are undone, and no correct query is touched."""
+    import torch
+
+    from kollm.data.config import DataConfig
+    from kollm.data.typos import clean_queries_from_corpus, make_pairs
+    from kollm.model.hf import load_hf_causal_lm
+    from kollm.tune.validate import text_logprobs
+
+    model, tok = load_hf_causal_lm(str(gemma_dir))
+
+    def judge(texts: list[str]) -> list[float]:
+        with torch.no_grad():
+            return text_logprobs(model, tok, texts, torch.device("cpu"))
+
+    rows = make_pairs(clean_queries_from_corpus(), DataConfig(typo_pairs_per_query=3, typo_seed=7))
+    random.Random(1).shuffle(rows)
+    for kind, least in (("vowel", 0.8), ("misspelling", 0.8), ("loanword", 0.8), ("unchanged", 1.0)):
+        picked = [r for r in rows if r["errors"] == ([kind] if kind != "unchanged" else [])][:20]
+        right = sum(fix_spelling(r["typo"], judge).replace(" ", "") == r["correct"].replace(" ", "") for r in picked)
+        assert right >= least * len(picked), (kind, right, len(picked))
