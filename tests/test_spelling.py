@@ -3,6 +3,7 @@ typo synthesis against)."""
 
 from __future__ import annotations
 
+import difflib
 import random
 
 import pytest
@@ -38,7 +39,14 @@ def test_kiwi_offers_dictionary_words_and_nothing_for_what_it_cannot_read():
     cands, priors = spelling_candidates("되지고기 목살")
     assert cands[0] == "되지고기 목살" and priors[0] == 0.0
     assert "돼지고기 목살" in cands and priors[cands.index("돼지고기 목살")] == KIWI_PRIOR
-    assert spelling_candidates("냉장고 새척")[0][1:] == ["냉장고 세척"]
+    assert "냉장고 세척" in spelling_candidates("냉장고 새척")[0]  # ㅐ/ㅔ (Kiwi's own typo model)
+    assert "게임용 노트북 추천" in spelling_candidates("게임용 노트북 추쳔")[0]  # j -> u (kollm's: typo_model)
+    assert "무선 이어폰 추천" in spelling_candidates("무선 이어폰 추처")[0]  # the final's key missed
+    assert "세탁기 청소법" in spelling_candidates("세탁기 청소벚")[0]  # a neighbouring key for a final
+    for text in ("배달 음식 야식 추 천", "냉장고 새척", "매 트리스"):  # one slip undone: one place changed
+        for cand in spelling_candidates(text)[0][1:]:
+            ops = difflib.SequenceMatcher(None, text, cand, autojunk=False).get_opcodes()
+            assert sum(op != "equal" for op, *_ in ops) == 1, (text, cand)
     assert spelling_candidates("iphone 15 pro") == (["iphone 15 pro"], [0.0])  # no Hangul: nothing to ask
     assert spelling_candidates("1234") == (["1234"], [0.0])
     for text in ("냉장고 세척", "돼지고기 목살", "무선 이어폰"):  # correct text: any candidate differs in letters

@@ -100,6 +100,18 @@ def from_keys(text: str) -> str:
     return "".join(out)
 
 
+def neighbours(key: str) -> list[str]:
+    """Keys touching `key` on a staggered QWERTY board (each row sits half a key right of the one above)."""
+    for r, row in enumerate(QWERTY):
+        i = row.find(key.lower())
+        if i < 0:
+            continue
+        near = [(r, i - 1), (r, i + 1), (r - 1, i), (r - 1, i + 1), (r + 1, i - 1), (r + 1, i)]
+        got = [QWERTY[rr][ii] for rr, ii in near if 0 <= rr < 3 and 0 <= ii < len(QWERTY[rr])]
+        return [k.upper() if key.isupper() else k for k in got]  # Shift still held
+    return []
+
+
 # ---- text typed in the wrong keyboard mode -----------------------------------------------------------------------
 LONE_JAMO = re.compile(r"[ㄱ-ㅣ]")  # a jamo no syllable took: what Korean mode shows for most English keys
 _LATIN = re.compile(r"[A-Za-z]{2,}")

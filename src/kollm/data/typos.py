@@ -33,8 +33,8 @@ from pathlib import Path
 from kollm.data.config import DataConfig
 from kollm.data.normalize import nfc
 from kollm.errors import KollmError
-from kollm.hangul import QWERTY, SPLIT, compose, decompose, from_keys, is_syllable, to_keys
-from kollm.spelling import LOANWORDS, MISSPELLINGS
+from kollm.hangul import SPLIT, compose, decompose, from_keys, is_syllable, neighbours, to_keys
+from kollm.spelling import BATCHIM_SWAPS, LOANWORDS, MISSPELLINGS, NASAL_SWAPS, VOWEL_SWAPS, YEO_SWAPS
 
 ERROR_TYPES = ("keyboard", "jamo_drop_double", "english_mode", "korean_mode", "vowel", "batchim", "misspelling",
                "spacing_drop", "spacing_insert", "loanword")
@@ -44,27 +44,7 @@ UNCHANGED = "unchanged"
 APPLY_ORDER = ("misspelling", "loanword", "vowel", "batchim", "jamo_drop_double", "keyboard", "spacing_insert",
                "spacing_drop", "english_mode", "korean_mode")
 
-def _neighbours(key: str) -> list[str]:
-    """Keys touching `key` on a staggered QWERTY board (each row sits half a key right of the one above)."""
-    for r, row in enumerate(QWERTY):
-        i = row.find(key.lower())
-        if i < 0:
-            continue
-        near = [(r, i - 1), (r, i + 1), (r - 1, i), (r - 1, i + 1), (r + 1, i - 1), (r + 1, i)]
-        got = [QWERTY[rr][ii] for rr, ii in near if 0 <= rr < 3 and 0 <= ii < len(QWERTY[rr])]
-        return [k.upper() if key.isupper() else k for k in got]  # Shift still held
-    return []
-
-
 # ---- tables ------------------------------------------------------------------------------------------------------
-VOWEL_SWAPS = {"ㅐ": "ㅔ", "ㅔ": "ㅐ", "ㅒ": "ㅖ", "ㅖ": "ㅒ", "ㅚ": "ㅙㅞ", "ㅙ": "ㅚㅞ", "ㅞ": "ㅚㅙ"}
-_YEO = {"ㅓ": "ㅕ", "ㅕ": "ㅓ"}  # only after ㅈㅉㅊ, where 저/져 sound the same
-# Finals written by ear: these sound the same at the end of a syllable (neutralised), so they are confused before
-# a consonant or at a word end (before ㅇ the final is heard on the next syllable: 같은 [가튼]).
-BATCHIM_SWAPS = {"ㅈ": "ㅅ", "ㅊ": "ㅅ", "ㅌ": "ㅅ", "ㄷ": "ㅅ", "ㅍ": "ㅂ", "ㄲ": "ㄱ", "ㅋ": "ㄱ", "ㄺ": "ㄱ",
-                 "ㄻ": "ㅁ", "ㄼ": "ㄹ", "ㄳ": "ㄱ", "ㄵ": "ㄴ", "ㅄ": "ㅂ", "ㄶ": "ㄴ", "ㅀ": "ㄹ", "ㄾ": "ㄹ"}
-# ...and finals that are said as a nasal before ㄴ/ㅁ (합니다 [함니다], 국물 [궁물])
-NASAL_SWAPS = {"ㅂ": "ㅁ", "ㄱ": "ㅇ", "ㄷ": "ㄴ"}
 TENSE = {"ㄱ": "ㄲ", "ㄷ": "ㄸ", "ㅂ": "ㅃ", "ㅅ": "ㅆ", "ㅈ": "ㅉ"}
 _SHIFTED = set("ㄲㄸㅃㅆㅉㅒㅖ")
 
@@ -85,7 +65,7 @@ def _keyboard(text: str, rng: random.Random) -> str | None:
     run = rng.choice(runs)
     keys = to_keys(run.group())
     i = rng.randrange(len(keys))
-    near = _neighbours(keys[i])
+    near = neighbours(keys[i])
     if not near:
         return None
     new = from_keys(keys[:i] + rng.choice(near) + keys[i + 1:])
@@ -131,7 +111,7 @@ def _korean_mode(text: str, rng: random.Random) -> str | None:
 def _vowel(text: str, rng: random.Random) -> str | None:
     edits = []
     for i, cho, jung, jong in _syllables(text):
-        options = VOWEL_SWAPS.get(jung, "") + (_YEO.get(jung, "") if cho in "ㅈㅉㅊ" else "")
+        options = VOWEL_SWAPS.get(jung, "") + (YEO_SWAPS.get(jung, "") if cho in "ㅈㅉㅊ" else "")
         edits += [_swap_syllable(text, i, cho, v, jong) for v in options]
     return rng.choice(edits) if edits else None
 
