@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kiwipiepy import Kiwi
+    from kiwipiepy import Kiwi, TypoTransformer
 
 
 def kiwi(threads: int = 0) -> Kiwi:
@@ -24,3 +24,12 @@ def _load(threads: int) -> Kiwi:
     from kiwipiepy import Kiwi  # here, not at the top: importing it is slow and most commands never need it
 
     return Kiwi(num_workers=threads or -1)
+
+
+def typo_transformer(pairs: list[tuple[str, str]]) -> TypoTransformer:
+    """A Kiwi typo model from (correct, as typed) pairs, each one slip of cost 1, for `Kiwi.analyze(typos=...)`
+    (kollm/spelling.py). A pair is jamo (a final escaped as "\\ㄴ") or whole syllables, as kiwipiepy's
+    TypoDefinition takes them."""
+    from kiwipiepy import TypoDefinition, TypoTransformer
+
+    return TypoTransformer([TypoDefinition([orig], [error], 1.0) for orig, error in dict.fromkeys(pairs)])

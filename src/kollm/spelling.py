@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from kollm.hangul import CHO, JAMO_KEY, JONG, JUNG, KEY_JAMO, SPLIT, compose, neighbours
-from kollm.kiwi import kiwi
+from kollm.kiwi import kiwi, typo_transformer
 
 # Sounds alike, so written by ear (typo synthesis makes these; Kiwi's typo model below undoes them)
 VOWEL_SWAPS = {"ㅐ": "ㅔ", "ㅔ": "ㅐ", "ㅒ": "ㅖ", "ㅖ": "ㅒ", "ㅚ": "ㅙㅞ", "ㅙ": "ㅚㅞ", "ㅞ": "ㅚㅙ"}
@@ -92,8 +92,6 @@ def typo_model() -> Any:
     correct form, error: as typed): vowels and finals that sound alike, a 2-beolsik key next to the right one (a
     consonant for a consonant, a vowel for a vowel), and a final's key missed (추천 -> 추처). The tables stay in
     Python (`_table_fixes`): their multi-syllable entries are what crashed Kiwi, joined with the rest."""
-    from kiwipiepy import TypoDefinition, TypoTransformer
-
     pairs = [(v, w) for v, ws in {**VOWEL_SWAPS, **YEO_SWAPS}.items() for w in ws]  # ㅓ/ㅕ anywhere: Kiwi judges
     pairs += [("\\" + c, "\\" + w) for c, w in [*BATCHIM_SWAPS.items(), ("ㅆ", "ㅅ"), *NASAL_SWAPS.items()]]
     for jamo, key in JAMO_KEY.items():
@@ -106,7 +104,7 @@ def typo_model() -> Any:
                     pairs.append(("\\" + jamo, "\\" + near))
     pairs += [(compose(c, v, f), compose(c, v, SPLIT[f][0] if f in SPLIT else ""))
               for c in CHO for v in JUNG for f in JONG[1:]]
-    return TypoTransformer([TypoDefinition([orig], [error], 1.0) for orig, error in dict.fromkeys(pairs)])
+    return typo_transformer(pairs)
 
 
 def _kiwi_fixes(text: str) -> list[str]:

@@ -25,6 +25,7 @@ def tune_form(client: TestClient, tok: str, ts: str, steps: int = 4, **extra) ->
     return int(re.search(r"/jobs/(\d+)$", r.headers["location"]).group(1))
 
 
+@pytest.mark.slow  # 47 s on 2 cores since fix_typos scores every query correction row twice
 def test_tune_an_app_loads_the_adapter_and_scores_both_versions(lora_server, studio_model_dir, tmp_path):
     client = TestClient(make_studio(tmp_path, None, model_url=f"{lora_server}/v1", tune_model=str(studio_model_dir)),
                         raise_server_exceptions=False)
