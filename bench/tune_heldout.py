@@ -66,7 +66,6 @@ def answers(model_dir: str, prompt: Callable[[str], str], inputs: list[str], max
             inputs = [switch_keyboard_mode(x, score) for x in inputs]
         if passes >= 2:
             inputs = [fix_spelling(x, score) for x in inputs]
-    with torch.no_grad():
         out = generate(model, tok, [encode_with_bos(tok, prompt(x)) for x in inputs], max_new, cpu, 8)
     return [a.strip().split("\n", 1)[0].strip() for a in out], time.perf_counter() - t0
 

@@ -90,6 +90,7 @@ def test_files_are_part_of_the_version_and_checked():
     spec = AppSpec(template="영수증:\n{{receipt}}\n{{memo}}", files={"receipt": "image"}).check()
     assert AppSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert AppSpec.from_dict({"template": "{{a}}"}).files == {}  # versions saved before #26
+    assert AppSpec.from_dict({"template": "{{a}}", "keyboard_switch": True}).fix_typos  # saved before the rename
     lines = diff(AppSpec(template=spec.template), spec, "v1", "v2")
     assert "+files: receipt=image" in lines
     for files, says in (({"total": "image"}, "'total' is not in the template"),

@@ -120,6 +120,8 @@ class AppSpec:
     @classmethod
     def from_dict(cls, d: dict) -> AppSpec:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "params"}
+        if "keyboard_switch" in d and "fix_typos" not in d:  # versions saved before the field's rename
+            known["fix_typos"] = d["keyboard_switch"]
         p = d.get("params") or {}
         params = Params(**{k: v for k, v in p.items() if k in Params.__dataclass_fields__})
         return cls(params=params, **known)
