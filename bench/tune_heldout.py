@@ -3,6 +3,7 @@ tuned model, on items never trained on.
 
     python bench/tune_heldout.py --job query-correction --model BASE --tuned OUT/merged
     python bench/tune_heldout.py --job review-summary --model BASE --tuned OUT/merged
+    python bench/tune_heldout.py ... --only "tuned + 한/영 + 맞춤법"   # rerun one column, the rest from the last run
 
 query-correction: src/kollm/eval/tasks/data/query_correction_heldout.jsonl (written by hand before any training;
 no correct query shared with the shipped queries the typos are synthesized from: tests/data checks it). Exact match
@@ -20,6 +21,7 @@ Writes bench/results/tune_<job>.json (every answer) and .md (the table).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -76,6 +78,8 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="the base model folder")
     ap.add_argument("--tuned", required=True, help="the tuned model folder (kollm tune --merge: OUT/merged)")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--only", action="append", default=[], metavar="COLUMN",
+                    help="run only this column (repeatable); the others are read from the last run's results")
     a = ap.parse_args()
     app, file, field, ref, group, metric, max_new = JOBS[a.job]
     spec = template(app)["spec"]
@@ -93,9 +97,21 @@ def main() -> None:
         for name, passes in (("한/영", 1), ("한/영 + 맞춤법", 2)):
             runs[f"base {k}-shot + {name}"] = (a.model, runs[f"base {k}-shot"][1], passes)
             runs[f"tuned + {name}"] = (a.tuned, runs["tuned 0-shot"][1], passes)
+    out = Path("bench/results") / f"tune_{a.job.replace('-', '_')}"
+    unknown = [name for name in a.only if name not in runs]
+    if unknown:
+        raise SystemExit(f"--only {unknown[0]!r}: not a column; the columns are {', '.join(runs)}")
     scores: dict[str, dict[str, float]] = {}
     record: dict[str, list] = {}
+    if a.only:
+        last = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        scores = {k: v for k, v in last["scores"].items() if k in runs and k not in a.only}
+        record = {k: v for k, v in last["answers"].items() if k in scores}
+        if any(len(v) != len(rows) for v in record.values()) or len(scores) + len(a.only) != len(runs):
+            raise SystemExit(f"--only: {out.with_suffix('.json')} is not a full run on these items; run them all")
     for name, (model, prompt, passes) in runs.items():
+        if a.only and name not in a.only:
+            continue
         got, secs = answers(model, prompt, [r[field] for r in rows], max_new, passes)
         by: dict[str, list[float]] = defaultdict(list)
         for r, g in zip(rows, got, strict=True):
@@ -114,7 +130,6 @@ def main() -> None:
                      + " |")
     table = "\n".join(lines)
     print(f"\n{metric.__name__}, {len(rows)} held-out items\n{table}")
-    out = Path("bench/results") / f"tune_{a.job.replace('-', '_')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), {"metric": metric.__name__, "scores": scores, "answers": record})
     write_text(out.with_suffix(".md"), table + "\n")

@@ -13,6 +13,7 @@ from kollm.spelling import (
     LOANWORDS,
     MISSPELLINGS,
     TABLE_PRIOR,
+    _split_halves,
     fix_spelling,
     pick_spelling,
     spelling_candidates,
@@ -47,10 +48,22 @@ def test_kiwi_offers_dictionary_words_and_nothing_for_what_it_cannot_read():
         for cand in spelling_candidates(text)[0][1:]:
             ops = difflib.SequenceMatcher(None, text, cand, autojunk=False).get_opcodes()
             assert sum(op != "equal" for op, *_ in ops) == 1, (text, cand)
+    # half a word split by a stray space is the corrector's to join, not a slip to respell (매 -> 미)
+    assert spelling_candidates("매 트리스") == (["매 트리스"], [0.0])
+    assert "물병 세척" in spelling_candidates("물병 새척")[0]  # a slip next to a joined word is still undone
     assert spelling_candidates("iphone 15 pro") == (["iphone 15 pro"], [0.0])  # no Hangul: nothing to ask
     assert spelling_candidates("1234") == (["1234"], [0.0])
     for text in ("냉장고 세척", "돼지고기 목살", "무선 이어폰"):  # correct text: any candidate differs in letters
         assert all(c.replace(" ", "") != text.replace(" ", "") for c in spelling_candidates(text)[0][1:])
+
+
+def test_split_halves_are_one_syllable_words_the_spacing_joins():
+    assert _split_halves("매 트리스", "매트리스") == [(0, 1)]
+    assert _split_halves("전세 대출 조 건", "전세 대출 조건") == [(6, 7), (8, 9)]
+    assert _split_halves("차 키 케이스", "차 키 케이스") == []  # kept apart: words of their own
+    assert _split_halves("자전 거 헬멧", "자전거 헬멧") == [(3, 4)]  # only the one-syllable side
+    assert _split_halves("c타 입", "c 타입") == [(3, 4)]
+    assert _split_halves("매 트리스", "메트리스") == []  # other letters: no alignment, nothing kept from it
 
 
 def test_the_likeliest_with_its_prior_wins_and_a_tie_keeps_the_text():

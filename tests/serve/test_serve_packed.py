@@ -1,5 +1,5 @@
-"""The serving linears give what nn.Linear gives at every row count (one row packed or not, more rows as W @ x^T),
-and fusing projections into one GEMM leaves the transformers modules computing what they computed."""
+"""The serving linears give what nn.Linear gives at every row count (one row as row blocks of W or not, more rows
+as W @ x^T), and fusing projections into one GEMM leaves the transformers modules computing what they computed."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ from torch import nn
 
 from kollm.serve import packed as packed_mod
 from kollm.serve.forward import _fuse
-from kollm.serve.packed import PackedLinear, mkl_available
+from kollm.serve.packed import PackedLinear
 
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 16, 17, 40, 64, 65, 128, 129, 200, 256, 300])
 def test_packed_linear_matches_plain_at_every_row_count(rows, bias, monkeypatch):
-    monkeypatch.setattr(packed_mod, "ONE_ROW_PACK_MIN", 0)  # this small weight gets the one-row packing too
+    monkeypatch.setattr(packed_mod, "ONE_ROW_SPLIT_MIN", 0)  # this small weight runs one row as row blocks too
     torch.manual_seed(0)
     lin = nn.Linear(96, 80, bias=bias)
     packed = PackedLinear(lin.weight.detach(), None if lin.bias is None else lin.bias.detach())
-    assert (packed.one_row is not None) == mkl_available()
+    assert packed.row_blocks.shape == (16, 5, 96)  # views of the weight, no copy
+    assert packed.row_blocks.untyped_storage().data_ptr() == lin.weight.untyped_storage().data_ptr()
     x = torch.randn(rows, 96)
     out = packed(x)
     assert out.is_contiguous()

@@ -137,7 +137,7 @@ class Engine(EngineBase):
 
     def summary(self) -> str:
         """Which forward runs, the weights, the budgets and the memory it took, for the server's start-up line
-        (beyond the weights: a big output head's one-row MKL packing, serve/packed.py, and torch's own)."""
+        (beyond the weights: the fused q/k/v and gate/up copies, serve/forward.py, and torch's own)."""
         runs = "kollm's forward" if self.runner.forward is not None else "transformers' forward"
         params = {p.data_ptr(): p for p in self.model.parameters()}.values()  # tied weights once
         weights = sum(t.numel() * t.element_size() for t in params)

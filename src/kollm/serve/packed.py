@@ -14,10 +14,20 @@ left operand and block only the small x. Measured here (2 cores, medians, Gemma-
                      W @ x^T   0.24   0.31   0.37   0.72   0.65   2.04   7.31
 
 (* packed for one row; "MKL-packed" is the weight packed for the next of 4, 16, 64 or 256 rows with the batch
-padded up to it, what this file did before.) So every row count above one takes W @ x^T, and no packed copy of
-any weight is kept but the one that still wins: a big weight (the output head) packed for one row, the single
-stream's case, 44 -> 25 ms a step. Before, packed copies for four row counts took about 4.5 GB for Gemma-3-270M
-(bench/serve_memory.py): most of a served model's memory. Where torch has no MKL, one row runs F.linear too.
+padded up to it, what this file once did.) So every row count above one takes W @ x^T. One row is a
+matrix-vector product, which MKL runs at about one core's bandwidth (44 ms for the head); an MKL packing for one
+row ran it at the machine's (25 ms) but was a second copy of the weight (0.67 GB of Gemma-3-270M's RSS: the
+tied head is also the embedding, so the original stays). The same product as a batched one over row blocks of W,
+bmm(W.view(b, out / b, in), x^T), is split across the cores with no copy. `python bench/serve_linear.py` measures
+them side by side (2 cores, medians; this run was slower throughout than the table above: compare ratios):
+
+    one row, ms                        F.linear  MKL one-row packed (+ copy)  row blocks
+    head 262144 x 640 (Gemma 3)          81.9       52.8  (+640 MB)             47.1
+    head 151936 x 896 (Qwen2.5-0.5B)     62.4       42.0  (+519 MB)             37.5
+    8192 x 640                            2.36       1.22                        1.38
+
+So weights of at least ONE_ROW_SPLIT_MIN elements take the blocks at one row (below it F.linear is as fast),
+and no weight is ever copied here.
 """
 
 from __future__ import annotations
@@ -25,31 +35,35 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ONE_ROW_PACK_MIN = 1 << 24  # weights of at least this many elements get the one-row packing (Gemma's head: 168M)
+ONE_ROW_SPLIT_MIN = 1 << 22  # weights of at least this many elements run one row as row blocks (Gemma's head)
 
 
-def mkl_available() -> bool:
-    return bool(getattr(torch._C, "has_mkl", False)) and hasattr(torch.ops.mkl, "_mkl_linear")
+def _blocks(rows: int) -> int:
+    """How many row blocks one-row products split a weight of `rows` output rows into (0: it does not split)."""
+    return next((b for b in (64, 32, 16, 8, 4, 2) if rows % b == 0), 0)
 
 
 class PackedLinear(nn.Module):
-    """y = x W^T + b, computed as (W x^T)^T on a float32 CPU weight (see above), and with a one-row MKL packing of
-    a large weight. Outputs are contiguous, like nn.Linear's."""
+    """y = x W^T + b, computed as (W x^T)^T on a float32 CPU weight, and one row of a large weight as a batched
+    product over row blocks of W (see above). Outputs are contiguous, like nn.Linear's. Holds W itself, never a
+    copy."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.weight, self.bias = weight, bias
         self.out_features, self.in_features = weight.shape
         self.cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
-        self.one_row = None
-        if self.cpu and mkl_available() and weight.numel() >= ONE_ROW_PACK_MIN:
-            self.one_row = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), 1)
+        blocks = _blocks(self.out_features) if self.cpu and weight.numel() >= ONE_ROW_SPLIT_MIN else 0
+        self.row_blocks = weight.detach().view(blocks, -1, self.in_features) if blocks else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
         rows = flat.shape[0]
-        if rows == 1 and self.one_row is not None:
-            out = torch.ops.mkl._mkl_linear(flat.contiguous(), self.one_row, self.weight, self.bias, 1)
+        if rows == 1 and self.row_blocks is not None:
+            blocks = self.row_blocks
+            out = torch.bmm(blocks, flat.T.expand(blocks.shape[0], -1, -1)).view(1, -1)
+            if self.bias is not None:
+                out = out + self.bias
         elif rows == 1 or not self.cpu:
             out = nn.functional.linear(flat, self.weight, self.bias)
         elif self.bias is None:

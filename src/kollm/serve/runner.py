@@ -2,7 +2,7 @@
 writing its own slot of the cache) or a batched decode (one new token for each of slots 0..B-1).
 
 For Llama, Qwen2, Qwen3 and Gemma 3 the forward is the engine's own (serve/forward.py: fused GEMMs on the model's
-weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward with MKL-packed
+weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward with serve/packed.py's
 weights, to which the runner gives the positions, the attention masks (the one rule in kv.allowed, per layer type)
 and the slot cache. Both write to the same cache (kv.SlotCache).
 

@@ -4,6 +4,7 @@ playground, the app endpoint and the test-set runner."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -70,7 +71,8 @@ async def fix_inputs(client: ModelClient, spec: AppSpec, inputs: dict, model: st
     switch = {k: switch_candidates(v) for k, v in texts.items()}
     for k, (cands, scores) in (await _scored(client, spec, model, switch)).items():
         texts[k] = pick_switches(cands[0], scores)
-    spelling = {k: spelling_candidates(v) for k, v in texts.items()}
+    # Kiwi's analyses take a few ms a text (seconds for the first: loading Kiwi), off the event loop
+    spelling = {k: await asyncio.to_thread(spelling_candidates, v) for k, v in texts.items()}
     picked = await _scored(client, spec, model, {k: cands for k, (cands, _) in spelling.items()})
     for k, (cands, scores) in picked.items():
         texts[k] = pick_spelling(cands, spelling[k][1], scores)

@@ -206,6 +206,16 @@ def create_studio(cfg: StudioConfig, transport: httpx.AsyncBaseTransport | None 
     return app
 
 
+def warm_spelling() -> None:
+    """Load Kiwi and kollm's typo model in a background thread (~5 s on 2 cores), so the first app run that
+    undoes typos (AppSpec.fix_typos, kollm/spelling.py) does not wait for them."""
+    import threading
+
+    from kollm.spelling import spelling_candidates
+
+    threading.Thread(target=spelling_candidates, args=("검색어",), name="kollm-kiwi", daemon=True).start()
+
+
 def start_studio(cfg: StudioConfig) -> str:
     """Serve the Studio from a background thread and return its URL: the quickstart keeps the main thread for the
     API server (uvicorn installs signal handlers only in the main thread, so Ctrl-C stops both)."""
@@ -214,6 +224,7 @@ def start_studio(cfg: StudioConfig) -> str:
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(create_studio(cfg), host=cfg.host, port=cfg.port, log_level="warning"))
+    warm_spelling()
     threading.Thread(target=server.run, name="kollm-studio", daemon=True).start()
     return f"http://{cfg.host}:{cfg.port}/"
 
@@ -222,5 +233,6 @@ def run_studio(cfg: StudioConfig) -> None:
     import uvicorn
 
     app = create_studio(cfg)
+    warm_spelling()
     print(f"kollm: Studio at http://{cfg.host}:{cfg.port}/  (model: {cfg.model_url}; Ctrl-C to stop)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")

@@ -1,0 +1,56 @@
+"""One row through a serving linear (kollm/serve/packed.py), side by side: nn.functional.linear, an MKL packing for
+one row (a second copy of the weight: what packed.py did before), and the row blocks packed.py runs now (no copy).
+Medians of --repeat calls on random float32 weights of serving shapes, ms, with ratios against F.linear.
+
+    python bench/serve_linear.py [--repeat 31]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from kollm.serve.packed import PackedLinear
+
+SHAPES = {"head 262144 x 640 (Gemma 3)": (262144, 640), "head 151936 x 896 (Qwen2.5-0.5B)": (151936, 896),
+          "8192 x 640": (8192, 640), "gate/up 4096 x 640": (4096, 640)}
+
+
+def median_ms(f, repeat: int) -> float:
+    f()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[len(ts) // 2] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=31)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    mkl = bool(getattr(torch._C, "has_mkl", False)) and hasattr(torch.ops.mkl, "_mkl_linear")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, MKL {'yes' if mkl else 'no'}")
+    print("| one row, ms | F.linear | MKL one-row packed | PackedLinear | vs F.linear | "
+          "vs MKL packed | extra copy MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (out, inp) in SHAPES.items():
+        w, x = torch.randn(out, inp), torch.randn(1, inp)
+        plain = median_ms(lambda w=w, x=x: torch.nn.functional.linear(x, w), args.repeat)
+        packed = float("nan")
+        if mkl:
+            p = torch.ops.mkl._mkl_reorder_linear_weight(w, 1)
+            packed = median_ms(lambda w=w, x=x, p=p: torch.ops.mkl._mkl_linear(x, p, w, None, 1), args.repeat)
+            del p
+        lin = PackedLinear(w)
+        ours = median_ms(lambda lin=lin, x=x: lin(x), args.repeat)
+        print(f"| {name} | {plain:.2f} | {packed:.2f} | {ours:.2f} | {plain / ours:.2f}x | {packed / ours:.2f}x | "
+              f"{w.numel() * 4 / 2**20:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
