@@ -121,14 +121,17 @@ def _kiwi_fixes(text: str) -> list[str]:
         k, ours = kiwi(), typo_model()
         texts = [k.join(tokens) for typos in (KIWI_TYPOS, ours)
                  for tokens, _ in k.analyze(text, top_n=KIWI_TOP_N, typos=typos, typo_cost_threshold=KIWI_COST)]
-        halves = _split_halves(text, k.space(text, reset_whitespace=True))
-    out = []
+    edits = []  # (fixed text, (start, end) of the one place it changes)
     for joined in texts:
         changed = [(i1, max(i2, i1 + 1)) for op, i1, i2, _, _ in
                    difflib.SequenceMatcher(None, text, joined, autojunk=False).get_opcodes() if op != "equal"]
-        if len(changed) == 1 and not any(a < changed[0][1] and changed[0][0] < b for a, b in halves):
-            out.append(joined)
-    return out
+        if len(changed) == 1:
+            edits.append((joined, changed[0]))
+    if not edits:  # most correct queries: Kiwi's analyses join back to the text itself, no spacing to ask
+        return []
+    with _KIWI_LOCK:
+        halves = _split_halves(text, k.space(text, reset_whitespace=True))
+    return [joined for joined, (i1, i2) in edits if not any(a < i2 and i1 < b for a, b in halves)]
 
 
 def _split_halves(text: str, spaced: str) -> list[tuple[int, int]]:

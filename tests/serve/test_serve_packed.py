@@ -28,6 +28,16 @@ def test_packed_linear_matches_plain_at_every_row_count(rows, bias, monkeypatch)
     torch.testing.assert_close(packed(x[None]), lin(x[None]), rtol=1e-5, atol=1e-5)  # any leading shape
 
 
+def test_a_non_contiguous_weight_runs_one_row_as_a_plain_linear(monkeypatch):
+    monkeypatch.setattr(packed_mod, "ONE_ROW_SPLIT_MIN", 0)
+    torch.manual_seed(0)
+    w = torch.randn(96, 80).T  # [80, 96], not contiguous: row blocks cannot be views of it
+    packed = PackedLinear(w)
+    assert packed.row_blocks is None
+    x = torch.randn(1, 96)
+    torch.testing.assert_close(packed(x), nn.functional.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
 def test_fused_projections_share_memory_and_outputs():
     torch.manual_seed(0)
     q, k, v = nn.Linear(32, 48), nn.Linear(32, 16), nn.Linear(32, 16)

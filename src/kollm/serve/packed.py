@@ -53,7 +53,8 @@ class PackedLinear(nn.Module):
         self.weight, self.bias = weight, bias
         self.out_features, self.in_features = weight.shape
         self.cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
-        blocks = _blocks(self.out_features) if self.cpu and weight.numel() >= ONE_ROW_SPLIT_MIN else 0
+        big = self.cpu and weight.is_contiguous() and weight.numel() >= ONE_ROW_SPLIT_MIN  # blocks are views
+        blocks = _blocks(self.out_features) if big else 0
         self.row_blocks = weight.detach().view(blocks, -1, self.in_features) if blocks else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
