@@ -1,6 +1,7 @@
 """One row through a serving linear (kollm/serve/packed.py), side by side: nn.functional.linear, an MKL packing for
 one row (a second copy of the weight: what packed.py did before), and the row blocks packed.py runs now (no copy).
-Medians of --repeat calls on random float32 weights of serving shapes, ms, with ratios against F.linear.
+Medians of --repeat calls on random float32 weights of serving shapes, ms, with ratios against F.linear. A second
+table takes more rows (decode batches, prompt chunks) through F.linear and (W x^T)^T: where PackedLinear switches.
 
     python bench/serve_linear.py [--repeat 31]
 """
@@ -12,8 +13,10 @@ import time
 
 import torch
 
-from kollm.serve.packed import PackedLinear
+from kollm.serve.packed import LINEAR_MIN_ROWS, PackedLinear
 
+ROWS = (2, 16, 64, 128, 256, 512, 2048)
+BODY = {"gate/up 4096 x 640": (4096, 640), "qkv 1536 x 640": (1536, 640), "down 640 x 2048": (640, 2048)}
 SHAPES = {"head 262144 x 640 (Gemma 3)": (262144, 640), "head 151936 x 896 (Qwen2.5-0.5B)": (151936, 896),
           "8192 x 640": (8192, 640), "gate/up 4096 x 640": (4096, 640)}
 
@@ -50,6 +53,16 @@ def main() -> None:
         ours = median_ms(lambda lin=lin, x=x: lin(x), args.repeat)
         print(f"| {name} | {plain:.2f} | {packed:.2f} | {ours:.2f} | {plain / ours:.2f}x | {packed / ours:.2f}x | "
               f"{w.numel() * 4 / 2**20:.0f} |")
+    print(f"\nPackedLinear: (W x^T)^T below {LINEAR_MIN_ROWS} rows, F.linear from there on")
+    print("| weight | product | " + " | ".join(f"{n} rows" for n in ROWS) + " |")
+    print("|---|---|" + "---|" * len(ROWS))
+    for name, (out, inp) in BODY.items():
+        w = torch.randn(out, inp)
+        xs = [torch.randn(n, inp) for n in ROWS]
+        plain = [median_ms(lambda x=x, w=w: torch.nn.functional.linear(x, w), args.repeat) for x in xs]
+        turned = [median_ms(lambda x=x, w=w: torch.mm(w, x.T).T.contiguous(), args.repeat) for x in xs]
+        print(f"| {name} | F.linear | " + " | ".join(f"{t:.2f}" for t in plain) + " |")
+        print(f"| {name} | (W x^T)^T | " + " | ".join(f"{t:.2f}" for t in turned) + " |")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,35 @@ def test_kollm_eval_generation_tasks_score_as_with_hf_backend(long_model_dir, tm
             assert runs["kollm"][task][m] == runs["hf"][task][m], (task, m)
 
 
+def test_generation_tasks_share_their_shots_and_the_engine_runs_them_once(long_model_dir):
+    """Generation tasks give every item the same shots (first_n), so their prompts share one prefix, and the
+    engine computes it once: the other items wait for the first one's prefill and reuse its KV."""
+    import lm_eval
+
+    from kollm.eval.backends import make_backend
+    from kollm.eval.harness import task_manager
+    from kollm.serve.kv import PREFIX_BLOCK
+
+    fast = make_backend(str(long_model_dir), "kollm").lm
+    contexts: list[str] = []
+    generate = fast._engine_generate
+
+    def spy(args, disable_tqdm):
+        contexts.extend(c for c, _ in args)
+        return generate(args, disable_tqdm)
+
+    fast._engine_generate = spy
+    lm_eval.simple_evaluate(model=fast, tasks=["kollm_query_correction"], num_fewshot=3, limit=8,
+                            task_manager=task_manager(["kollm_query_correction"]), log_samples=False,
+                            bootstrap_iters=0, verbosity="ERROR")
+    assert len(contexts) == 8 and os.path.commonprefix(contexts).count("교정:") == 3  # the same three shots
+    ids = [fast.tok_encode(c) for c in contexts]
+    shared = len(os.path.commonprefix(ids))
+    stats = fast._engine.stats()
+    assert shared >= 2 * PREFIX_BLOCK
+    assert stats.prefix_hits >= 7 * (shared - shared % PREFIX_BLOCK)  # all but the first reused the shots
+
+
 @pytest.mark.slow
 def test_engine_generates_what_hflm_generates_on_gemma(gemma_dir):
     """Gemma-3-270M (262k vocabulary, sliding-window layers, kollm's own forward): query correction at 3 shots."""

@@ -115,6 +115,34 @@ def test_a_stored_prefix_is_reused_and_changes_nothing(engine):
     assert warm == cold
 
 
+def test_prompts_arriving_with_a_shared_prefix_compute_it_once(engine):
+    """Requests that start like one being prefilled wait for it and reuse its KV (a few-shot prefix sent with
+    many requests at once): the prefix runs once, and each output is what the request gets alone."""
+    shots = "다음 검색어를 바르게 고치세요.\n검색어: 서울 날시\n교정: 서울 날씨\n검색어: 부산 맛짚\n교정: 부산 맛집\n"
+    prompts = [engine.encode(shots + f"검색어: {q}\n교정:") for q in ("제주도 여횅", "노트북 추쳔", "겨울 패딩 할인")]
+    p = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    alone = []
+    for ids in prompts:
+        engine.prefixes.clear()
+        alone.append(run(engine, ids, p))
+    engine.prefixes.clear()
+    hits, prefilled = engine._stats["prefix_hits"], engine._stats["prefill_tokens"]
+    got: dict = {}
+    threads = [threading.Thread(target=run, args=(engine, ids, p, got, i)) for i, ids in enumerate(prompts)]
+    with engine.lock:  # hold the loop so the three arrive together
+        for t in threads:
+            t.start()
+        wait_for(lambda: engine._inbox.qsize() == 3, what="three requests arriving")
+    for t in threads:
+        t.join()
+    shared = min(next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+                 for a in prompts for b in prompts if a is not b)
+    reused = shared - shared % PREFIX_BLOCK
+    assert reused >= 2 * PREFIX_BLOCK and engine._stats["prefix_hits"] - hits == 2 * reused
+    assert engine._stats["prefill_tokens"] - prefilled == sum(map(len, prompts)) - 2 * reused
+    assert [got[i] for i in range(3)] == alone
+
+
 def test_a_closed_stream_frees_its_slot(engine):
     ids = engine.encode("옛날 옛적에")
     p = SamplingParams(max_tokens=engine.max_len - len(ids), temperature=1.0, seed=1, ignore_eos=True)

@@ -52,6 +52,7 @@ def test_prefix_store_finds_the_longest_whole_block_prefix_and_evicts_cleanly():
         for toks in store.entries:
             n = next((i for i, (a, b) in enumerate(zip(toks, ids, strict=False)) if a != b), min(len(toks), len(ids)))
             best = max(best, min(n, len(ids) - 1) // PREFIX_BLOCK * PREFIX_BLOCK)
+        assert store.reusable(ids) == best  # what a lookup would give, without touching the store
         hit, found = store.lookup(ids)
         assert hit == best and (found is None) == (best == 0)
         if store.wants(ids):

@@ -1,5 +1,6 @@
-"""The serving linears give what nn.Linear gives at every row count (one row as row blocks of W or not, more rows
-as W @ x^T), and fusing projections into one GEMM leaves the transformers modules computing what they computed."""
+"""The serving linears give what nn.Linear gives at every row count (one row as row blocks of W or not, a few rows
+as W @ x^T, prompt chunks as F.linear), and fusing projections into one GEMM leaves the transformers modules
+computing what they computed."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from kollm.serve.packed import PackedLinear
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 16, 17, 40, 64, 65, 128, 129, 200, 256, 300])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 16, 17, 40, 64, 65, 128, 129, 200, 256, 300, 511, 512, 700])
 def test_packed_linear_matches_plain_at_every_row_count(rows, bias, monkeypatch):
     monkeypatch.setattr(packed_mod, "ONE_ROW_SPLIT_MIN", 0)  # this small weight runs one row as row blocks too
+    monkeypatch.setattr(packed_mod, "SLICE", 32)  # and 16..511 rows in slices of 32, 32 and 16 of its 80 rows
     torch.manual_seed(0)
     lin = nn.Linear(96, 80, bias=bias)
     packed = PackedLinear(lin.weight.detach(), None if lin.bias is None else lin.bias.detach())

@@ -217,7 +217,10 @@ class FastHF(HFLM):
                 f"Invalid configuration: requested max tokens to generate ({max_gen_toks}) must be less than "
                 f"model's maximum sequence length ({self.max_length}).")
             enc, mask = self.tok_batch_encode(list(contexts), left_truncate_len=max_ctx_len, truncation=self.truncation)
-            p = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, stop_token_ids=eos_ids)
+            # the engine ends a row at a stop string itself, in the step that made it, where the reader below
+            # would close it only after: one decode step of every request saved (its check stays the rule)
+            p = SamplingParams(max_tokens=new, temperature=0.0, ignore_eos=True, stop_token_ids=eos_ids,
+                               stop=[s for s in until if s])
             for row, context in enumerate(contexts):
                 ids = enc[row][mask[row].bool()].tolist()
                 jobs.append((context, all_kwargs[0], ids, p, until))

@@ -280,13 +280,7 @@ class PrefixStore:
         must run to give the first logits), with its KV. A binary search over the prompt's blocks: a prefix of a
         stored prefix is stored too."""
         chain = _blocks(ids, len(ids) - 1, salt)
-        lo, hi = 0, len(chain)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if chain[mid - 1] in self.index:
-                lo = mid
-            else:
-                hi = mid - 1
+        lo = self._depth(chain)
         if lo == 0:
             return 0, None
         n = lo * PREFIX_BLOCK
@@ -296,6 +290,21 @@ class PrefixStore:
             return 0, None
         self.entries.move_to_end(key)
         return n, self.entries[key]
+
+    def reusable(self, ids: list[int], salt: int = 0) -> int:
+        """How many tokens of `ids` a lookup would reuse now (a hash collision aside), touching nothing."""
+        return self._depth(_blocks(ids, len(ids) - 1, salt)) * PREFIX_BLOCK
+
+    def _depth(self, chain: list[int]) -> int:
+        """How many of the chained block hashes `chain` the index holds (a binary search)."""
+        lo, hi = 0, len(chain)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if chain[mid - 1] in self.index:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def add(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]], salt: int = 0) -> None:
         key = _key(ids, salt)

@@ -2,10 +2,13 @@
 
 Waiting requests are admitted in order while `max_num_seqs` and the KV budget (`kv_cache_mb`) allow; requests with
 identical prompts (`n > 1`, or two clients) share one prefill and fork; a prompt that starts like a stored one
-reuses its KV (kv.PrefixStore). Both only under the same LoRA adapter (or both on the base): KV computed under one
-adapter is not the KV of another. Cancelled requests leave (a follower takes over a cancelled prefill). Each step's
-prefill takes up to `prefill_chunk` prompt tokens from the prefilling requests in order, so a long prompt takes
-several steps and never stalls the running streams for long.
+reuses its KV (kv.PrefixStore), and one that starts like a prompt being prefilled, further than any stored one,
+waits for that prefill to end and reuses its KV then (a few-shot prefix arriving with many requests at once, as
+`kollm eval` sends them, runs once instead of once per request; later requests are admitted past it meanwhile).
+All of this only under the same LoRA adapter (or the base): KV computed under one adapter is not another's.
+Cancelled requests leave (a follower takes over a cancelled prefill). Each step's prefill takes up to
+`prefill_chunk` prompt tokens from the prefilling requests in order, so a long prompt takes several steps and
+never stalls the running streams for long.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kollm.serve.config import EngineConfig
-from kollm.serve.kv import PrefixStore, Slots
+from kollm.serve.kv import PREFIX_BLOCK, PrefixStore, Slots
 from kollm.serve.sequence import Sequence
 
 
@@ -41,12 +44,16 @@ class Scheduler:
     def admit(self) -> None:
         """Waiting requests become prefilling while slots and the KV budget allow; identical prompts run once."""
         slots, budget = self.slots, self.cfg.kv_cache_mb << 20
+        held: list[Sequence] = []  # waiting for a prefill that is computing the start of their prompt
         while self.waiting and len(slots) < self.cfg.max_num_seqs:
             r = self.waiting[0]
             twin = next((x for x in slots.prefilling if _same_prompt(x, r)), None)
             if twin is not None:  # the same prompt is being prefilled: share it
                 if self.start(self.waiting.pop(0)):
                     twin.followers.append(r)
+                continue
+            if self._coming(r) > self.prefixes.reusable(r.ids, salt(r)):
+                held.append(self.waiting.pop(0))
                 continue
             longest = max([x.length for x in slots.decoding + slots.prefilling] + [len(r.ids) + 1])
             per_token = self._bytes_per_token()
@@ -67,6 +74,21 @@ class Scheduler:
                 slots.cache.load(slot, kv, hit)
                 r.done = r.length = hit
                 self.stats["prefix_hits"] += hit
+        self.waiting[:0] = held  # first in line again, in their order
+
+    def _coming(self, r: Sequence) -> int:
+        """How many tokens of r's prompt the prefix store will give it, in whole blocks, once a prompt being
+        prefilled now ends there (the engine stores every prompt the store does not have)."""
+        if not self.prefixes.max_bytes:
+            return 0
+        best, limit, head = 0, len(r.ids) - 1, r.ids[:PREFIX_BLOCK]
+        for x in self.slots.prefilling:
+            if x.lora is not r.lora or x.ids[:PREFIX_BLOCK] != head or not self.prefixes.wants(x.ids, salt(x)):
+                continue
+            n = next((i for i, (a, b) in enumerate(zip(x.ids[:limit], r.ids[:limit], strict=False)) if a != b),
+                     min(limit, len(x.ids)))
+            best = max(best, n - n % PREFIX_BLOCK)
+        return best
 
     def chunks(self) -> list[tuple[Sequence, int, int]]:
         """This step's prefill: (request, first prompt position, token count), at most `prefill_chunk` tokens."""
