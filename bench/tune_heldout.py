@@ -14,7 +14,9 @@ Prompts: the base model gets the Studio's built-in app as the Studio renders it 
 of its examples); the tuned model gets the template alone, as it was tuned. Greedy, the answer's first line.
 The "+ 한/영" columns first switch keyboard-mode slips back (kollm.hangul.switch_keyboard_mode: dkdlvhs -> 아이폰,
 ㅑㅔㅁㅇ -> ipad); "+ 한/영 + 맞춤법" then also undo a spelling slip (kollm.spelling.fix_spelling: 되지고기 -> 돼지고기,
-케찹 -> 케첩); each change judged by the same model's log-probability of the query.
+케찹 -> 케첩); each change judged by the same model's log-probability of the query. "+ 작은 수정만" then puts back
+as typed every place where the answer changes the query by more than two jamo (kollm.spelling.keep_close: 무선
+저소음 -> 무선 소음 is not a correction).
 Writes bench/results/tune_<job>.json (every answer) and .md (the table).
 """
 
@@ -37,7 +39,7 @@ from kollm.metrics import exact_match, rouge_l
 from kollm.model.hf import load_hf_causal_lm
 from kollm.prompts import fill
 from kollm.special_tokens import encode_with_bos
-from kollm.spelling import fix_spelling
+from kollm.spelling import fix_spelling, keep_close
 from kollm.studio.apps import render_completion
 from kollm.studio.builtin import template
 from kollm.tune.validate import generate, text_logprobs
@@ -56,7 +58,8 @@ def items(name: str) -> list[dict]:
 def answers(model_dir: str, prompt: Callable[[str], str], inputs: list[str], max_new: int,
             passes: int) -> tuple[list[str], float]:
     """Greedy first-line answers; with `passes` >= 1, each input first has its keyboard-mode slips switched back
-    (kollm.hangul), with 2 then a spelling slip undone (kollm.spelling), each judged by the same model."""
+    (kollm.hangul), with 2 then a spelling slip undone (kollm.spelling), each judged by the same model; with 3 the
+    answer keeps only the small edits of that input (kollm.spelling.keep_close)."""
     model, tok = load_hf_causal_lm(model_dir)
     cpu = torch.device("cpu")
     t0 = time.perf_counter()
@@ -69,7 +72,10 @@ def answers(model_dir: str, prompt: Callable[[str], str], inputs: list[str], max
         if passes >= 2:
             inputs = [fix_spelling(x, score) for x in inputs]
         out = generate(model, tok, [encode_with_bos(tok, prompt(x)) for x in inputs], max_new, cpu, 8)
-    return [a.strip().split("\n", 1)[0].strip() for a in out], time.perf_counter() - t0
+    got = [a.strip().split("\n", 1)[0].strip() for a in out]
+    if passes >= 3:
+        got = [keep_close(x, g) for x, g in zip(inputs, got, strict=True)]
+    return got, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -94,7 +100,7 @@ def main() -> None:
         "tuned 0-shot": (a.tuned, lambda x: fill(spec.template, {var: x}), 0),
     }
     if a.job == "query-correction":  # the same with the passes in front
-        for name, passes in (("한/영", 1), ("한/영 + 맞춤법", 2)):
+        for name, passes in (("한/영", 1), ("한/영 + 맞춤법", 2), ("한/영 + 맞춤법 + 작은 수정만", 3)):
             runs[f"base {k}-shot + {name}"] = (a.model, runs[f"base {k}-shot"][1], passes)
             runs[f"tuned + {name}"] = (a.tuned, runs["tuned 0-shot"][1], passes)
     out = Path("bench/results") / f"tune_{a.job.replace('-', '_')}"

@@ -15,6 +15,7 @@ from kollm.spelling import (
     TABLE_PRIOR,
     _split_halves,
     fix_spelling,
+    keep_close,
     pick_spelling,
     spelling_candidates,
 )
@@ -78,6 +79,38 @@ def test_the_likeliest_with_its_prior_wins_and_a_tie_keeps_the_text():
     assert fix_spelling("iphone", lambda t: calls.append(t) or []) == "iphone" and calls == []
     assert fix_spelling("케찹 소스", lambda t: [0.0] * len(t)) == "케첩 소스"
     assert fix_spelling("케찹 소스", lambda t: [0.0, -9.0, *[0.0] * (len(t) - 2)]) == "케찹 소스"
+
+
+@pytest.mark.parametrize(("query", "corrected", "kept"), [
+    ("유모챠 추천", "유모차 추천", "유모차 추천"),  # one jamo: a slip undone
+    ("무선이어 폰 추천", "무선 이어폰 추천", "무선 이어폰 추천"),  # spacing is free
+    ("되지 저금통", "돼지 저금통", "돼지 저금통"),
+    ("에어후라이어 종이 포일", "에어프라이어 종이 포장", "에어프라이어 종이 포일"),  # 후->프 (2) kept, 일->장 (3) not
+    ("버티컬 마우스 무섬 저소음", "버티컬 마우스 무선 소음", "버티컬 마우스 무섬 저소음"),  # one place of 3
+    ("버티컬 마우스 무섬 저소음", "버티컬 마우스 무선 저소음", "버티컬 마우스 무선 저소음"),
+    ("nike 에어포스", "nike air max 2019", "nike 에어포스"),  # a rewrite, not a correction
+    ("소리안나는 마우스", "소리 없는 마우스", "소리안나는 마우스"),
+    ("요가링 필라테스", "요가링 필라테스", "요가링 필라테스"),
+    ("요가링", "", "요가링"),  # no answer is no correction
+    ("ipone 케이스", "iphone 케이스", "iphone 케이스"),  # other characters count one each
+])
+def test_keep_close_keeps_the_small_edits_of_a_correction(query, corrected, kept):
+    assert keep_close(query, corrected) == kept
+
+
+def test_keep_close_weighs_a_place_as_a_whole_and_puts_spacing_back_with_it():
+    assert keep_close("케잌 추천", "케이크 추천") == "케잌 추천"  # 잌->이 and 크 added: 3 jamo in one place
+    assert keep_close("케잌 추천", "케이크 추천", max_edits=3) == "케이크 추천"
+    # a place put back takes the query's spacing up to the next unchanged syllable
+    assert keep_close("무섬 저소음", "무선 소음") == "무섬 저소음"
+    rng = random.Random(0)
+    syllables = "가나다라마바사아자차카타파하각낙닥"
+    for _ in range(200):  # never more than the two texts' characters, and the query itself when nothing is small
+        q = "".join(rng.choice(syllables + " ") for _ in range(rng.randrange(1, 12))).strip() or "가"
+        c = "".join(rng.choice(syllables + " ") for _ in range(rng.randrange(1, 12))).strip() or "나"
+        out = keep_close(q, c, max_edits=0)
+        assert out.replace(" ", "") == q.replace(" ", "")
+        assert set(keep_close(q, c).replace(" ", "")) <= set(q + c)
 
 
 @pytest.mark.slow

@@ -43,10 +43,8 @@ def exact_match(pred: str, ref: str, spacing: bool = False) -> float:
     return float(_nospace(pred) == _nospace(ref))
 
 
-def char_edit_distance(pred: str, ref: str) -> int:
-    """Levenshtein distance over NFC characters (a Hangul syllable is one character, not 3 bytes or 2-3 jamo).
-    Both sides are `normalize`d first, so a space is a character but a run of spaces is one."""
-    a, b = normalize(pred), normalize(ref)
+def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Edits (insert, delete, substitute one item) that turn sequence a into b."""
     if len(a) < len(b):
         a, b = b, a
     prev = list(range(len(b) + 1))  # two rows suffice: O(len(b)) memory
@@ -56,6 +54,12 @@ def char_edit_distance(pred: str, ref: str) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1]
+
+
+def char_edit_distance(pred: str, ref: str) -> int:
+    """Levenshtein distance over NFC characters (a Hangul syllable is one character, not 3 bytes or 2-3 jamo).
+    Both sides are `normalize`d first, so a space is a character but a run of spaces is one."""
+    return levenshtein(normalize(pred), normalize(ref))
 
 
 def cer(pred: str, ref: str) -> float:

@@ -82,11 +82,7 @@ def words(text: str) -> list[str]:
 
 def wer(hyp: str, ref: str) -> float:
     """Word error rate: word-level edit distance / reference words (case and punctuation ignored)."""
-    h, r = words(hyp), words(ref)
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i]
-        for j, hw in enumerate(h, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw)))
-        prev = cur
-    return prev[-1] / max(1, len(r))
+    from kollm.metrics import levenshtein
+
+    r = words(ref)
+    return levenshtein(words(hyp), r) / max(1, len(r))

@@ -228,6 +228,25 @@ def test_typos_are_undone_before_the_template(studio):
     assert ev[0]["type"] == "error" and "scripted failure" in ev[0]["message"]
 
 
+def test_keep_close_keeps_only_a_corrections_small_edits(studio):
+    """keep_close on: a place where the output changes the (typo-fixed) query by more than two jamo goes back as
+    typed; the stream holds its text back and the final event has it, as a masked app's does."""
+    client, tok, fake = studio
+    new_app(client, tok)
+    form = {**_editor(client), "csrf_token": tok, "in-query": "버티컬 마우스 무섬 저소음", "keep_close": "on"}
+    for reply, kept in (("버티컬 마우스 무선 소음", "버티컬 마우스 무섬 저소음"),
+                        ("버티컬 마우스 무선 저소음", "버티컬 마우스 무선 저소음")):
+        fake.reply = reply
+        ev = [e for e in sse_events(client.post("/apps/qc/playground", data=form,
+                                                headers={"X-CSRF-Token": tok}).text) if e != "[DONE]"]
+        assert not [e for e in ev if e["type"] == "delta"]
+        done = ev[-1]
+        assert done["type"] == "done" and done["output"] == kept and done["output_chars"] == len(kept)
+    del form["keep_close"]  # off: the model's text as it came
+    ev = sse_events(client.post("/apps/qc/playground", data=form, headers={"X-CSRF-Token": tok}).text)
+    assert "".join(e["text"] for e in ev if e != "[DONE]" and e["type"] == "delta") == fake.reply
+
+
 def test_playground_runs_a_saved_version_and_a_model(studio):
     client, tok, fake = studio
     new_app(client, tok)

@@ -91,6 +91,11 @@ def test_files_are_part_of_the_version_and_checked():
     assert AppSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert AppSpec.from_dict({"template": "{{a}}"}).files == {}  # versions saved before #26
     assert AppSpec.from_dict({"template": "{{a}}", "keyboard_switch": True}).fix_typos  # saved before the rename
+    assert not AppSpec.from_dict({"template": "{{a}}"}).keep_close  # versions saved before keep_close
+    # keep_close compares the output with the one text input it corrects: a file variable is not one
+    AppSpec(template=spec.template, files={"receipt": "image"}, keep_close=True).check()
+    with pytest.raises(KollmError, match="2 text variables"):
+        AppSpec(template="{{a}} {{b}}", keep_close=True).check()
     lines = diff(AppSpec(template=spec.template), spec, "v1", "v2")
     assert "+files: receipt=image" in lines
     for files, says in (({"total": "image"}, "'total' is not in the template"),

@@ -52,7 +52,8 @@ class Scheduler:
                 if self.start(self.waiting.pop(0)):
                     twin.followers.append(r)
                 continue
-            if self._coming(r) > self.prefixes.reusable(r.ids, salt(r)):
+            coming = self._coming(r)
+            if coming and coming > self.prefixes.reusable(r.ids, salt(r)):
                 held.append(self.waiting.pop(0))
                 continue
             longest = max([x.length for x in slots.decoding + slots.prefilling] + [len(r.ids) + 1])

@@ -71,10 +71,18 @@ class AppSpec:
     # kollm.hangul), then a spelling slip (되지고기 -> 돼지고기, kollm.spelling), each change judged by the model
     # (studio/runner.py): for search queries
     fix_typos: bool = False
+    # keep only the small edits the output makes to the input (kollm.spelling.keep_close: a place changed by more
+    # than two jamo goes back as typed): for correctors, whose small models rewrite words they do not know; needs a
+    # template with one text variable, the text the output corrects
+    keep_close: bool = False
 
     def variables(self) -> list[str]:
         """The template's variables in order of first appearance."""
         return variables(self.template)
+
+    def text_variables(self) -> list[str]:
+        """The variables filled with text (not from a file)."""
+        return [v for v in self.variables() if v not in self.files]
 
     def schema(self) -> dict | None:
         return json.loads(self.json_schema) if self.json_schema.strip() else None
@@ -111,6 +119,9 @@ class AppSpec:
             if kind not in FILE_KINDS:
                 raise KollmError(f"file variable {var!r} has kind {kind!r}; a file variable is "
                                  f"{' or '.join(FILE_KINDS)} (a text variable is left out of files)")
+        if self.keep_close and len(self.text_variables()) != 1:
+            raise KollmError("keep_close compares the output with the one text input it corrects; the template has "
+                             f"{len(self.text_variables())} text variables: turn keep_close off or keep one")
         self.params.check()
         return self
 
@@ -164,7 +175,7 @@ def spec_text(spec: AppSpec) -> list[str]:
               f"top_k: {p.top_k}",
               f"repetition_penalty: {p.repetition_penalty}", f"max_tokens: {p.max_tokens}",
               f"stop: {json.dumps(p.stop, ensure_ascii=False)}", f"pii_mask: {spec.pii_mask}",
-              f"fix_typos: {spec.fix_typos}", "",
+              f"fix_typos: {spec.fix_typos}", f"keep_close: {spec.keep_close}", "",
               "[json_schema]", *spec.json_schema.splitlines()]
     return lines
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from kollm.hangul import pick_switches, switch_candidates
-from kollm.spelling import pick_spelling, spelling_candidates
+from kollm.spelling import keep_close, pick_spelling, spelling_candidates
 from kollm.studio.apps import AppSpec, render_chat, render_completion
 from kollm.studio.client import ModelClient, ModelError, Usage
 
@@ -40,8 +40,13 @@ def prompt_chars(prompt: str | list[dict]) -> int:
     return len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
 
 
-def finish(spec: AppSpec, text: str, out: Outcome) -> Outcome:
-    """Post-process a complete output: PII masking, then the JSON-schema check (on what the caller receives)."""
+def finish(spec: AppSpec, text: str, out: Outcome, inputs: dict | None = None) -> Outcome:
+    """Post-process a complete output: only the small edits of the input kept (AppSpec.keep_close; `inputs`: what
+    the prompt was filled with, typos undone), PII masking, then the JSON-schema check (on what the caller
+    receives)."""
+    if spec.keep_close and inputs is not None:
+        (var,) = spec.text_variables()
+        text = keep_close(str(inputs.get(var, "")), text.strip())
     if spec.pii_mask:
         from kollm.data.pii import mask_for_people  # the data stage's rules: one definition of Korean PII in kollm
 
@@ -113,7 +118,7 @@ async def run_once(client: ModelClient, spec: AppSpec, inputs: dict, model: str 
         return out
     out.latency_ms = (time.perf_counter() - t) * 1000
     out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-    return finish(spec, text, out)
+    return finish(spec, text, out, fixed)
 
 
 async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: str = "",
@@ -141,9 +146,10 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
                 out.prompt_tokens, out.completion_tokens = step.prompt_tokens, step.completion_tokens
             else:
                 parts.append(step)
-                # PII masking needs the whole text (a phone number can arrive split over chunks), so a masked
-                # app's stream holds its text back and sends it, masked, in the final event.
-                if not spec.pii_mask:
+                # PII masking needs the whole text (a phone number can arrive split over chunks), and so does
+                # keeping a correction's small edits: such an app's stream holds its text back and sends it,
+                # finished, in the final event.
+                if not (spec.pii_mask or spec.keep_close):
                     yield {"type": "delta", "text": step}
     except ModelError as e:
         out.error, out.latency_ms = e.message, (time.perf_counter() - t) * 1000
@@ -151,5 +157,5 @@ async def run_stream(client: ModelClient, spec: AppSpec, inputs: dict, model: st
         yield {"type": "error", "message": e.message, **out.to_dict()}
         return
     out.latency_ms = (time.perf_counter() - t) * 1000
-    finish(spec, "".join(parts), out)
+    finish(spec, "".join(parts), out, fixed)
     yield {"type": "done", **out.to_dict()}

@@ -153,6 +153,7 @@ def spec_from_form(form: FormData) -> AppSpec:
                    mode=str(form.get("mode", "completion")), json_schema=str(form.get("json_schema", "")),
                    pii_mask=form.get("pii_mask") in ("on", "1", "true"),
                    fix_typos=form.get("fix_typos") in ("on", "1", "true"),
+                   keep_close=form.get("keep_close") in ("on", "1", "true"),
                    model=str(form.get("spec_model", "") or "").strip(),  # a tuned version's adapter (kept on edit)
                    files=file_kinds(form.multi_items(), str(form.get("template", ""))))  # file-<var>: image|audio
     rows: dict[int, dict] = {}

@@ -62,7 +62,7 @@ function handle(ev, pane) {
   } else if (ev.type === "delta") {
     output.textContent += ev.text;
   } else if (ev.type === "done" || ev.type === "error") {
-    output.textContent = ev.output;  // the final text (masked, when the app masks PII)
+    output.textContent = ev.output;  // the final text (masked PII, a correction's small edits kept)
     if (ev.type === "error") {
       output.classList.add("error");
       output.textContent = ev.message;
