@@ -44,9 +44,9 @@ def finish(spec: AppSpec, text: str, out: Outcome, inputs: dict | None = None) -
     """Post-process a complete output: only the small edits of the input kept (AppSpec.keep_close; `inputs`: what
     the prompt was filled with, typos undone), PII masking, then the JSON-schema check (on what the caller
     receives)."""
-    if spec.keep_close and inputs is not None:
-        (var,) = spec.text_variables()
-        text = keep_close(str(inputs.get(var, "")), text.strip())
+    names = spec.text_variables()
+    if spec.keep_close and inputs is not None and len(names) == 1:  # one text input: AppSpec.check says so
+        text = keep_close(str(inputs.get(names[0], "")), text.strip())
     if spec.pii_mask:
         from kollm.data.pii import mask_for_people  # the data stage's rules: one definition of Korean PII in kollm
 
