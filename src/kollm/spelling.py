@@ -258,17 +258,13 @@ def _jamo(text: str) -> list[str]:
     return out
 
 
-def _jamo_edits(a: str, b: str) -> int:
-    """Levenshtein distance between the jamo of a and b (other characters count as one each)."""
-    return levenshtein(_jamo(a), _jamo(b))
-
-
 def _align(a: str, b: str) -> list[tuple[str, int, int, int]]:
     """The cheapest syllable-by-syllable alignment of a to b: ("sub", i, j, jamo edits) (0: the same character),
-    ("del", i, -1, a[i]'s jamo), ("ins", -1, j, b[j]'s jamo), in order."""
+    ("del", i, -1, a[i]'s jamo), ("ins", -1, j, b[j]'s jamo), in order. Other characters count as one jamo."""
     n, m = len(a), len(b)
-    da, db = [len(_jamo(c)) for c in a], [len(_jamo(c)) for c in b]
-    sub = [[0 if a[i] == b[j] else _jamo_edits(a[i], b[j]) for j in range(m)] for i in range(n)]
+    ja, jb = [_jamo(c) for c in a], [_jamo(c) for c in b]
+    da, db = [len(x) for x in ja], [len(y) for y in jb]
+    sub = [[0 if a[i] == b[j] else levenshtein(ja[i], jb[j]) for j in range(m)] for i in range(n)]
     cost = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(1, n + 1):
         cost[i][0] = cost[i - 1][0] + da[i - 1]

@@ -41,6 +41,20 @@ def run(engine: Engine, ids: list[int], p: SamplingParams, out: dict | None = No
     return toks
 
 
+def run_together(engine: Engine, jobs: list[tuple[list[int], SamplingParams]]) -> dict[int, list[int]]:
+    """Each job's tokens (by its index), the jobs submitted while the engine's loop is held, so they all arrive
+    in the same step."""
+    got: dict = {}
+    threads = [threading.Thread(target=run, args=(engine, ids, p, got, i)) for i, (ids, p) in enumerate(jobs)]
+    with engine.lock:  # hold the loop so they arrive together
+        for t in threads:
+            t.start()
+        wait_for(lambda: engine._inbox.qsize() == len(jobs), what=f"{len(jobs)} requests arriving")
+    for t in threads:
+        t.join()
+    return got
+
+
 def wait_idle(engine: Engine) -> None:
     wait_for(lambda: engine.num_running() == 0, what="the engine emptying its slots")
 
@@ -81,16 +95,7 @@ def test_identical_prompts_prefill_once(engine):
     ids = engine.encode("쇼핑 기획전 문구를 써 주세요: 겨울 패딩 할인")
     before = engine._stats["prefill_tokens"]
     engine.prefixes.clear()
-    got: dict = {}
-    threads = [threading.Thread(target=run, args=(engine, ids, SamplingParams(max_tokens=8, temperature=1.0,
-                                                                               seed=s), got, s))
-               for s in range(3)]
-    with engine.lock:  # hold the loop so the three arrive together
-        for t in threads:
-            t.start()
-        wait_for(lambda: engine._inbox.qsize() == 3, what="three requests arriving")
-    for t in threads:
-        t.join()
+    got = run_together(engine, [(ids, SamplingParams(max_tokens=8, temperature=1.0, seed=s)) for s in range(3)])
     assert engine._stats["prefill_tokens"] - before == len(ids)
     assert len({tuple(v) for v in got.values()}) > 1  # different seeds, different choices
     for s in range(3):
@@ -127,14 +132,7 @@ def test_prompts_arriving_with_a_shared_prefix_compute_it_once(engine):
         alone.append(run(engine, ids, p))
     engine.prefixes.clear()
     hits, prefilled = engine._stats["prefix_hits"], engine._stats["prefill_tokens"]
-    got: dict = {}
-    threads = [threading.Thread(target=run, args=(engine, ids, p, got, i)) for i, ids in enumerate(prompts)]
-    with engine.lock:  # hold the loop so the three arrive together
-        for t in threads:
-            t.start()
-        wait_for(lambda: engine._inbox.qsize() == 3, what="three requests arriving")
-    for t in threads:
-        t.join()
+    got = run_together(engine, [(ids, p) for ids in prompts])
     shared = min(next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
                  for a in prompts for b in prompts if a is not b)
     reused = shared - shared % PREFIX_BLOCK
