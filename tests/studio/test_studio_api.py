@@ -7,6 +7,7 @@ import io
 import json
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 
 from .helpers import PASSWORD, csrf_of, make_key, make_studio, new_app, run_test_set, setup_token, sse_events
@@ -529,3 +530,19 @@ def test_unknown_pages_are_404_pages(studio):
     for path in ("/apps/nope", "/apps/nope/tests", "/apps/nope/keys", "/apps/nope/logs", "/nothing-here"):
         r = client.get(path)
         assert r.status_code == 404 and "<h1>오류 404</h1>" in r.text, path
+
+
+@pytest.mark.shipped_templates
+def test_the_builtin_corrector_ships_keeping_only_small_edits(studio):
+    """검색어 교정 as shipped has keep_close on: its version 1, run through the app endpoint, puts a rewrite of the
+    query back as typed and keeps a correction."""
+    client, tok, fake = studio
+    new_app(client, tok)
+    assert re.search(r'name="keep_close"\s+checked', client.get("/apps/qc").text)
+    key = make_key(client, tok)
+    for reply, out in (("버티컬 마우스 무선 소음", "버티컬 마우스 무섬 저소음"),
+                       ("버티컬 마우스 무선 저소음", "버티컬 마우스 무선 저소음")):
+        fake.reply = reply
+        r = client.post("/v1/apps/qc/run", headers={"Authorization": f"Bearer {key}"},
+                        json={"inputs": {"query": "버티컬 마우스 무섬 저소음"}})
+        assert r.status_code == 200 and r.json()["output"] == out, r.json()
