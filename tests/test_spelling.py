@@ -69,7 +69,7 @@ def test_split_halves_are_one_syllable_words_the_spacing_joins():
 
 def test_the_likeliest_with_its_prior_wins_and_a_tie_keeps_the_text():
     cands, priors = ["케찹 소스", "케첩 소스", "캐찹 소스"], [0.0, TABLE_PRIOR, KIWI_PRIOR]
-    assert pick_spelling(cands, priors, [-20.0, -27.0, -10.0]) == "캐찹 소스"  # Kiwi's by 10 nats (> 4)
+    assert pick_spelling(cands, priors, [-20.0, -27.0, -10.0]) == "캐찹 소스"  # Kiwi's by 10 nats (> 6)
     assert pick_spelling(cands, priors, [-20.0, -27.0, -17.0]) == "케첩 소스"  # the table's, 7 nats less likely
     assert pick_spelling(cands, priors, [-20.0, -29.0, -17.0]) == "케찹 소스"  # neither clears its prior
     assert pick_spelling(cands, [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]) == "케찹 소스"
