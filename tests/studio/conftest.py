@@ -14,9 +14,18 @@ import sqlalchemy as sa
 from conftest import with_window
 from fastapi.testclient import TestClient
 
-from .helpers import FakeModel, log_in, make_studio, required_in_ci
+from .helpers import MADE, FakeModel, log_in, make_studio, required_in_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # live.running: a server in a thread
+
+
+@pytest.fixture(autouse=True)
+def studios_stop_their_workers():
+    """A test's Studios stop their job threads when it ends (a TestClient not used as a context manager never
+    shuts its app down): a worker left running would meet the next test's emptied database."""
+    yield
+    while MADE:
+        MADE.pop().state.jobs.stop(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -60,13 +60,18 @@ class FakeModel:
         return httpx.Response(200, content="".join(lines).encode(), headers={"content-type": "text/event-stream"})
 
 
+MADE: list = []  # the Studios a test made: conftest stops their job workers when it ends
+
+
 def make_studio(tmp_path: Path, fake: FakeModel | None = None, **cfg: object):
     from kollm.studio import StudioConfig
     from kollm.studio.server import create_studio
 
     transport = httpx.MockTransport(fake.handler) if fake else None
     conf = {"data": str(tmp_path / "studio"), "model_url": "http://model.test/v1", **cfg}
-    return create_studio(StudioConfig(**conf), transport=transport)
+    app = create_studio(StudioConfig(**conf), transport=transport)
+    MADE.append(app)
+    return app
 
 
 def csrf_of(client: TestClient, path: str = "/login") -> str:

@@ -105,6 +105,36 @@ def test_second_click_returns_the_queued_job_and_cancel_before_start(db_url, tmp
     assert r.status_code == 404 and r.json()["error"]["message"] == "작업 999999이(가) 없습니다"
 
 
+def test_a_worker_outlives_a_database_error_while_a_job_ends(tmp_path, monkeypatch):
+    """The database fails the write that ends a job: that job stays `running` (the next start marks it), and the
+    worker thread goes on to run the next one."""
+    from kollm.studio import jobs
+
+    real, failed = jobs._set, []
+
+    def flaky(db, jid, **values):
+        if values.get("status") == "done" and not failed:
+            failed.append(jid)
+            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+        return real(db, jid, **values)
+
+    monkeypatch.setattr(jobs, "_set", flaky)
+    client = studio_on(tmp_path, FakeModel(), None)
+    tok = log_in(client)
+    new_app(client, tok)
+    first = start_run(client, tok)
+    deadline = time.time() + 60
+    while not failed:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    client.post("/apps/qc/versions", data={"csrf_token": tok, "template": "검색어: {{query}}\n답:",
+                                           "mode": "completion"})
+    second = start_run(client, tok, version="2")
+    assert wait_job(client, second)["status"] == "done"
+    assert failed == [first] and client.get(f"/jobs/{first}/status").json()["status"] == "running"
+    assert all(t.is_alive() for t in client.app.state.jobs._threads)
+
+
 def test_cancel_stops_a_running_run_between_items(db_url, tmp_path):
     fake = SlowModel()
     client = studio_on(tmp_path, fake, db_url)

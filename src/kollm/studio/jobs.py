@@ -205,7 +205,11 @@ class Worker:
                 # Studio makes no database calls; one Studio process per database runs its jobs
                 self._wake.wait(300.0)
                 continue
-            self._run(jid)
+            try:
+                self._run(jid)
+            except Exception as e:  # the database went away while the job ended: the job stays `running`, and
+                # the next start marks it (recover); this thread goes on with the queue
+                log.warning("studio job %d: cannot record its end (%s: %s)", jid, type(e).__name__, e)
 
     def _run(self, jid: int) -> None:
         with self.db() as s:
