@@ -71,8 +71,8 @@ def main() -> None:
         right: dict[str, int] = defaultdict(int)
         harmed = 0
         for r in rows:
-            priors = [prior if p < 0 else p for p in r["priors"]]  # Kiwi's are the negative ones
-            got = r["cands"][0] if len(r["cands"]) == 1 else pick_spelling(r["cands"], priors, r["scores"])
+            priors = [prior if p == KIWI_PRIOR else p for p in r["priors"]]
+            got = pick_spelling(r["cands"], priors, r["scores"])
             ok = exact_match(got, r["correct"]) == 1.0
             right[r["group"]] += ok
             right["all"] += ok
