@@ -34,3 +34,19 @@ def test_leaves_other_memory_alone(tmp_path):
     assert torch.equal(t, copy)
     save_file({"x": t}, tmp_path / "x.safetensors")  # written, not mapped: nothing to drop
     assert drop_file_pages([t]) == 0
+
+
+def test_varying_shapes_turn_off_cudnn_attention_on_gpus_only():
+    """cuDNN's attention plans each new shape (59 ms on an H200): serving, evaluation and tuning do without it.
+    The flag is a setting, so a CPU machine can check it."""
+    from kollm.runtime import configure_varying_shapes
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        configure_varying_shapes(torch.device("cpu"))
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        configure_varying_shapes(torch.device("cuda"))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

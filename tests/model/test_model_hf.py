@@ -49,3 +49,16 @@ def test_depth_dial_derives_shape():
     assert c.ffn_dim % 64 == 0 and c.ffn_dim >= 8 * c.width / 3
     with pytest.raises(KollmError, match="does not divide"):
         ModelConfig(depth=2, n_heads=3).resolved()
+
+
+def test_kollm_loads_transformers_models_without_hub_kernels(tiny_model_dir):
+    """transformers 5.25 turns Hub kernels on by default, and `model.train()` on a GPU then swapped in layers
+    downloaded from the Hub: `kollm tune` failed at its first step on an offline H200 (bench/gpu_check.py). Both
+    kollm loaders turn them off, so nothing re-kernelizes when the mode changes."""
+    from kollm.model.hf import causal_lm_from_pretrained, load_hf_causal_lm
+
+    served, _ = load_hf_causal_lm(tiny_model_dir)
+    tuned = causal_lm_from_pretrained(tiny_model_dir, torch.float32)
+    for model in (served, tuned):
+        model.train()
+        assert model.use_kernels is False and model.kernels_mode is None

@@ -54,7 +54,9 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
     info = check_gguf(path)
     arch, key_len = info.arch, info.key_length
     dt = torch_dtype(dtype)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from kollm.model.hf import causal_lm_from_pretrained
 
     src, name = str(path.parent), path.name
     try:  # metadata only: rejects an unsupported architecture in a second, before any weights load
@@ -71,7 +73,7 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
             tokenizer = gguf_tokenizer.tokenizer_from_gguf(path)  # kollm's own export: rebuilt exactly
         else:
             tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, config=config, dtype=dt)
+        model = causal_lm_from_pretrained(src, dt, gguf_file=name, config=config)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise KollmError(f"{path}: transformers failed to load it ({reason(e)})") from None
     drop_quantizer(model)

@@ -15,7 +15,9 @@ def import_hf(source: str | Path, out_dir: str | Path, dtype: str = "float32", r
     as a causal LM before anything is written.
     """
     dt = torch_dtype(dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from kollm.model.hf import causal_lm_from_pretrained
 
     src = str(source)
     local = Path(src).is_dir()
@@ -26,7 +28,7 @@ def import_hf(source: str | Path, out_dir: str | Path, dtype: str = "float32", r
                          "copy the tokenizer files into the folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt, revision=revision)
+        model = causal_lm_from_pretrained(src, dt, revision=revision)
     except (OSError, ValueError, KeyError) as e:
         where = "folder" if local else "hub id (needs network and, for gated models, `hf auth login`)"
         raise KollmError(f"cannot load {src} as a causal LM {where}: {reason(e)}") from None

@@ -15,7 +15,7 @@ from kollm.errors import KollmError
 from kollm.files import atomic_dir
 from kollm.model.config import ModelConfig
 from kollm.model.gpt import KollmLM
-from kollm.runtime import pick_device, pick_dtype
+from kollm.runtime import configure_varying_shapes, pick_device, pick_dtype
 from kollm.tokenizer import load_tokenizer
 
 
@@ -87,6 +87,16 @@ def load_kollm_from_hf(path: str | Path) -> KollmLM:
     return model
 
 
+def causal_lm_from_pretrained(src: str | Path, dtype: torch.dtype, **kwargs: object) -> torch.nn.Module:
+    """transformers' `AutoModelForCausalLM.from_pretrained`, the one way kollm loads a model with it.
+
+    Hub kernels off: transformers 5.25 turns them on by default, and `model.train()` on a GPU then re-kernelizes
+    the model with layers downloaded from the Hub (kernels-community/rotary for Qwen3): code fetched at run time,
+    and on an offline GPU machine `kollm tune` failed at its first step (bench/gpu_check.py). kollm runs the
+    model's own torch layers on every device, as on the CPU."""
+    return AutoModelForCausalLM.from_pretrained(str(src), dtype=dtype, use_kernels=False, **kwargs)
+
+
 def load_hf_causal_lm(path: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, object]:
     """Any transformers causal LM folder, on `device` (default: kollm.runtime's pick) in the runtime's dtype for
     it (float32 on CPU, bf16 on GPUs with native bf16), in eval mode."""
@@ -94,11 +104,12 @@ def load_hf_causal_lm(path: str | Path, device: torch.device | None = None) -> t
     if not (path / "config.json").is_file():
         raise KollmError(f"{path} is not a Hugging Face model folder (no config.json); pass --model DIR")
     device = device or pick_device()
+    configure_varying_shapes(device)  # what loads through here serves, evaluates or judges: shapes change
     if not sys.stderr.isatty():  # transformers' weight-loading bar redraws with "\r": noise in a log file
         hf_logging.disable_progress_bar()
     tokenizer = load_tokenizer(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=pick_dtype(device))
+        model = causal_lm_from_pretrained(path, pick_dtype(device))
     except (OSError, ValueError) as e:
         raise KollmError(f"cannot load {path} with transformers ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), tokenizer

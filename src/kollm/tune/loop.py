@@ -19,9 +19,10 @@ import torch
 
 from kollm.errors import KollmError
 from kollm.files import append_jsonl, atomic_dir, atomic_path, read_jsonl, write_json, write_jsonl
+from kollm.model.hf import causal_lm_from_pretrained
 from kollm.model.loss import IGNORE, head_cross_entropy
 from kollm.progress import progress
-from kollm.runtime import configure, pick_device, pick_dtype
+from kollm.runtime import configure, configure_varying_shapes, pick_device, pick_dtype
 from kollm.tokenizer.train import load_tokenizer
 from kollm.tune.config import TuneConfig
 from kollm.tune.examples import Example, chat_template, encode, read_rows, split
@@ -65,12 +66,10 @@ def check_model(model_dir: Path) -> None:
 
 
 def _load(model_dir: Path, device: torch.device) -> tuple[torch.nn.Module, object]:
-    from transformers import AutoModelForCausalLM
-
     check_model(model_dir)
     tokenizer = load_tokenizer(model_dir)
     try:  # float32 master weights everywhere; GPUs compute in bf16 under autocast (runtime.pick_dtype)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = causal_lm_from_pretrained(model_dir, torch.float32)
     except (OSError, ValueError) as e:
         raise KollmError(f"cannot load {model_dir} with transformers ({str(e).splitlines()[0]})") from None
     return model.to(device), tokenizer
@@ -128,9 +127,8 @@ def _save_best(model: torch.nn.Module, tokenizer: object, cfg: TuneConfig, out: 
 
 def _merge(model_dir: Path, adapter: Path, tokenizer: object, out: Path, template: str | None) -> Path:
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    base = causal_lm_from_pretrained(model_dir, torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     dest = out / "merged"
     with atomic_dir(dest) as tmp:
@@ -160,6 +158,7 @@ def tune(cfg: TuneConfig, model_dir: str | Path, out: str | Path, resume: bool =
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     configure(device)
+    configure_varying_shapes(device)  # packed rows change length from step to step
     model, tokenizer = _load(model_dir, device)
     notes: list[str] = []
 
