@@ -105,6 +105,6 @@ class ModelRunner:
             masks = {k: m & same for k, m in masks.items()}
         for k, m in masks.items():
             m = m[:, None] if m.dim() == 3 else m[None, None]
-            masks[k] = torch.zeros(m.shape, dtype=self.model.dtype).masked_fill(~m, float("-inf")) \
+            masks[k] = torch.zeros(m.shape, dtype=self.model.dtype, device=m.device).masked_fill(~m, float("-inf")) \
                 if self.additive else m
         return masks if self.window else masks["full_attention"]
