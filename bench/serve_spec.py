@@ -1,7 +1,7 @@
 """Speculative decoding (serve/spec.py) on the Studio's three built-in test sets, side by side in one run.
 
-    python bench/serve_spec.py [--model DIR] [--draft-model DIR] [--gguf F16.gguf] [--items 20] [--clients 16,64]
-                               [--rounds 2]
+    python bench/serve_spec.py [--model DIR] [--draft-model DIR] [--gguf F16.gguf] [--items 20] [--sets A,B]
+                               [--clients 16,64] [--rounds 2]
 
 One in-process engine (kollm's continuous batching, default config, float32) serves every row: a request with
 `speculative=False` runs exactly as the engine did before speculation, so "off" and "ngram" alternate request by
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--draft-model", help="a small model sharing the tokenizer: adds `--speculative draft` columns")
     ap.add_argument("--gguf", help="an f16 GGUF of the same model for llama.cpp (kollm export gguf --type f16)")
     ap.add_argument("--items", type=int, default=20, help="items per test set (of 40)")
+    ap.add_argument("--sets", default="", help="comma-separated built-in test sets (default: all)")
     ap.add_argument("--clients", default="16,64")
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
@@ -112,7 +113,7 @@ def main() -> None:
         llama = start_llamacpp(a.gguf, 1)
         llama.wait()
     rows, all_prompts = [], []
-    for name in TEMPLATES:
+    for name in [s for s in a.sets.split(",") if s] or TEMPLATES:
         spec = template(name)["spec"]
         items = builtin_items(name)[:a.items]
         acc = {"off": [0, 0.0], "ngram": [0, 0.0], "draft": [0, 0.0], "llama": [0, 0.0]}

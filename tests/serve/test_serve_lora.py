@@ -108,13 +108,13 @@ def test_the_base_and_several_adapters_decode_in_the_same_steps(engine, referenc
     runner, seen = engine.runner, {"prefill": [], "decode": []}
     prefill, decode = runner.prefill, runner.decode
 
-    def spy_prefill(segments, loras=None, every=False):  # every: a decode step that checks drafts (spec.py)
+    def spy_prefill(segments, loras=None, every=False, **kw):  # every: a decode step that checks drafts (spec.py)
         seen["decode" if every else "prefill"].append({a.name if a else None for a in loras or []})
-        return prefill(segments, loras, every)
+        return prefill(segments, loras, every, **kw)
 
-    def spy_decode(tokens, positions, loras=None):
+    def spy_decode(tokens, positions, loras=None, **kw):
         seen["decode"].append({a.name if a else None for a in loras or []})
-        return decode(tokens, positions, loras)
+        return decode(tokens, positions, loras, **kw)
 
     monkeypatch.setattr(runner, "prefill", spy_prefill)
     monkeypatch.setattr(runner, "decode", spy_decode)

@@ -194,7 +194,8 @@ class FastHF(HFLM):
 
             # transformers' greedy `generate` takes the argmax token even when its bytes do not continue the
             # output as valid UTF-8; the engine's guard (serve/utf8.py) would take the next best: off here
-            cfg = EngineConfig(max_num_seqs=self.max_num_seqs, prefill_chunk=self.prefill_chunk, utf8_guard=False)
+            cfg = EngineConfig(max_num_seqs=self.max_num_seqs, prefill_chunk=self.prefill_chunk, utf8_guard=False,
+                               argmax_head=False)
             self._engine = Engine(self.model, self.tokenizer, "eval", config=cfg)
         return self._engine
 

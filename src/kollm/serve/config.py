@@ -18,6 +18,9 @@ class EngineConfig:
     # False: a token may break UTF-8 as in transformers' generate (kollm eval reproduces it); never for the API
     utf8_guard: bool = True
     draft_model: str = ""  # HF causal-LM folder sharing the model's tokenizer (speculative = "draft" only)
+    # greedy steps from a float16 copy of a big CPU head, argmax exact (serve/head.py): ~3 s to pack at load and
+    # half the head's bytes of memory; kollm eval turns it off (its wide batches gain little, its runs are short)
+    argmax_head: bool = True
 
 
 @dataclass

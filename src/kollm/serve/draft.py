@@ -145,7 +145,8 @@ class DraftModel:
         owed = [r.owed for r in rows]
         out: list[list[int]] = [[] for _ in rows]
         for step in range(k):
-            logits = self.runner.prefill(segs)  # [rows, vocab]: at each chunk's last token
+            # [rows, vocab] at each chunk's last token; a draft need not be the exact argmax (the check decides)
+            logits = self.runner.prefill(segs, argmax_only=True)
             V = min(logits.shape[-1], self.utf8.blocked.shape[-1])  # a padded vocabulary's extra rows are no tokens
             blocked = self.utf8.blocked[torch.tensor(owed)][:, :V].to(logits.device)
             best = logits[:, :V].masked_fill(blocked, float("-inf")).argmax(-1).tolist()

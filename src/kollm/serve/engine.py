@@ -37,7 +37,7 @@ from kollm.serve.draft import DraftModel, check_speculative
 from kollm.serve.kv import PrefixStore, SlotCache, Slots
 from kollm.serve.lora import Adapter
 from kollm.serve.runner import ModelRunner
-from kollm.serve.sampling import SamplingParams, argmax_rows
+from kollm.serve.sampling import SamplingParams, argmax_rows, is_plain_greedy
 from kollm.serve.scheduler import Scheduler, salt
 from kollm.serve.sequence import Finish, Sequence, Token, delivered, failure, unpack
 from kollm.serve.spec import MAX_DRAFT, Draft, Ngrams, Policy, SpecStats, Timer, update_accept
@@ -95,7 +95,7 @@ class Engine(EngineBase):
         self.cache = SlotCache(int(mc.num_hidden_layers))
         self.slots = Slots(self.cache)
         self.prefixes = PrefixStore(self.cfg.prefix_cache_mb << 20)
-        self.runner = ModelRunner(model, self.cache)
+        self.runner = ModelRunner(model, self.cache, self.cfg.argmax_head)
         self._stats = {"prefix_queries": 0, "prefix_hits": 0, "prefill_tokens": 0, "steps": 0}
         self.scheduler = Scheduler(self.cfg, self.slots, self.prefixes, self._start, self._stats)
         self.drafter = self._drafter(name)
@@ -141,6 +141,8 @@ class Engine(EngineBase):
         runs = "kollm's forward" if self.runner.forward is not None else "transformers' forward"
         params = {p.data_ptr(): p for p in self.model.parameters()}.values()  # tied weights once
         weights = sum(t.numel() * t.element_size() for t in params)
+        if self.runner.argmax_head:
+            runs += f", float16 head for greedy steps {self.runner.forward.head.half_bytes / 2**30:.2f} GiB"
         runs += (f", weights {weights / 2**30:.2f} GiB, KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to "
                  f"{self.cfg.prefix_cache_mb} MB, context {self.max_len} tokens, speculative decoding "
                  f"{self.cfg.speculative}")
@@ -353,13 +355,15 @@ class Engine(EngineBase):
         slots, chunks = self.slots, self.scheduler.chunks()
         segs = [(slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
         self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
-        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks])
+        fast = self._argmax_only([x for r, _, _ in chunks for x in (r, *r.followers)])
+        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)
         finished = []
         for j, (r, start, n) in enumerate(chunks):
             r.done = r.length = start + n
             if r.done == len(r.ids):
-                finished.append((r, logits[j]))
-        for r, row in finished:
+                finished.append((r, j))
+        best = argmax_rows(logits).tolist() if finished else []
+        for r, j in finished:
             if self.prefixes.wants(r.ids, salt(r)):
                 self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length), salt(r))
             slots.promote(r)
@@ -370,7 +374,7 @@ class Engine(EngineBase):
                 group.append(f)
             r.followers = []
             for x in group:
-                self._emit(x, row)
+                self._emit(x, *self._row(logits, j, x, best, fast))
 
     def _decode_step(self) -> None:
         rows = [r for r in self.slots.decoding if r.pending >= 0]
@@ -387,9 +391,10 @@ class Engine(EngineBase):
                 return
             if self.drafter is not None:  # feeding prompts to the draft: a recent average over every step
                 self.policy.record("catch_up", 0, 0.0)
+        fast = self._argmax_only(rows)
         with Timer() as t:
             logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
-                                        [r.lora for r in rows])
+                                        [r.lora for r in rows], argmax_only=fast)
         self.policy.record("decode", len(rows), t.seconds)
         for r in rows:
             r.length += 1
@@ -398,7 +403,7 @@ class Engine(EngineBase):
         best = argmax_rows(logits).tolist()
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
             r = rows[i]
-            self._emit(r, logits[i], greedy=self._greedy(r, best[i]))
+            self._emit(r, *self._row(logits, i, r, best, fast))
 
     def _draft(self, r: Sequence) -> list[int]:
         """r's draft for this step: what followed the last occurrence of its text's ending (serve/spec.py), no
@@ -431,8 +436,9 @@ class Engine(EngineBase):
         """One forward over each row's pending token and its draft (a chunk at its next positions); then each row
         outputs tokens as a decode step would, one position at a time, while they equal its draft."""
         segs = [(i, r.length, [r.pending, *d]) for i, (r, d) in enumerate(zip(rows, drafts, strict=True))]
+        fast = self._argmax_only(rows)
         with Timer() as t:
-            logits = self.runner.prefill(segs, [r.lora for r in rows], every=True)
+            logits = self.runner.prefill(segs, [r.lora for r in rows], every=True, argmax_only=fast)
         self.policy.record("check", logits.shape[0], t.seconds)
         best = argmax_rows(logits).tolist()
         starts = [0]
@@ -445,7 +451,7 @@ class Engine(EngineBase):
             kept = 0
             for j in range(len(d) + 1):
                 r.length = base + j + 1  # the pending token and the j drafts before this position are in the cache
-                if self._emit(r, logits[at + j], greedy=self._greedy(r, best[at + j])):
+                if self._emit(r, *self._row(logits, at + j, r, best, fast)):
                     break
                 if j == len(d) or r.pending != d[j]:
                     break
@@ -457,6 +463,20 @@ class Engine(EngineBase):
     def _greedy(self, r: Sequence, best: int) -> int | None:
         """The row's argmax when it is the greedy choice as is: no grammar, and it keeps the output valid UTF-8."""
         return best if r.constraint is None and not self.utf8.blocked[r.owed, best] else None
+
+    def _argmax_only(self, rows: list[Sequence]) -> bool:
+        """Whether a step of these rows may run the argmax head (serve/head.py): every row greedy, nothing changing
+        its logits, no log-probabilities to report."""
+        return self.runner.argmax_head and all(is_plain_greedy(r.p) and r.p.logprobs is None for r in rows)
+
+    def _row(self, logits: torch.Tensor, i: int, r: Sequence, best: list[int], fast: bool,
+             ) -> tuple[torch.Tensor, int | None]:
+        """Row i's logits and greedy token for r. After the argmax head, a row whose argmax r cannot take as is
+        (the UTF-8 guard refuses it) is masked and sampled from its exact logits."""
+        greedy = self._greedy(r, best[i])
+        if fast and greedy is None:
+            return self.runner.exact_row(i), None
+        return logits[i], greedy
 
     def _emit(self, r: Sequence, logits: torch.Tensor, greedy: int | None = None) -> bool:
         """r's next token and what it releases; a finished r leaves its slot (True). Whatever goes wrong here fails

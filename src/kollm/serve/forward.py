@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kollm.runtime import drop_file_pages
+from kollm.serve.head import OutputHead
 from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
 from kollm.serve.packed import PackedLinear
 
@@ -51,14 +52,15 @@ class _Layer:
 
 class Forward:
     @classmethod
-    def build(cls, model: nn.Module) -> Forward | None:
-        """The lean forward for `model`, or None when it is not a family (or a variant) this file covers."""
+    def build(cls, model: nn.Module, argmax_head: bool = True) -> Forward | None:
+        """The lean forward for `model`, or None when it is not a family (or a variant) this file covers.
+        `argmax_head`: a big CPU head may answer greedy steps from a float16 copy (serve/head.py)."""
         cfg = model.config
         if type(model).__name__ not in FAMILIES or getattr(cfg, "attn_logit_softcapping", None):
             return None
-        return cls(model)
+        return cls(model, argmax_head)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, argmax_head: bool = True) -> None:
         inner = model.model
         cfg = model.config
         self.embed, self.rotary = inner.embed_tokens, inner.rotary_emb
@@ -74,8 +76,8 @@ class Forward:
         drop_file_pages(fused)  # read once from the mapped weights file to fuse them, never again
         del fused
         self.norm = self._norm_weight(inner.norm)
-        self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias)
-        self.softcap = float(getattr(cfg, "final_logit_softcapping", None) or 0)
+        self.head = OutputHead(model.lm_head.weight, model.lm_head.bias,
+                               float(getattr(cfg, "final_logit_softcapping", None) or 0), argmax_head)
 
     def _norm_weight(self, norm: nn.Module) -> torch.Tensor:
         w = norm.weight.detach().float()
@@ -106,9 +108,10 @@ class Forward:
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor, plan: Decode | Prefill, cache: SlotCache,
-                 rows: torch.Tensor | None = None) -> torch.Tensor:
+                 rows: torch.Tensor | None = None, argmax_only: bool = False) -> torch.Tensor:
         """Logits [R, vocab] (float32) for tokens `ids` [T] at positions `pos` [T]: every token of a decode
-        step, or the rows `rows` of a packed prefill. K/V of all T tokens go into `cache` as `plan` says."""
+        step, or the rows `rows` of a packed prefill. K/V of all T tokens go into `cache` as `plan` says.
+        `argmax_only`: only each row's argmax need be exact (serve/head.py; `self.head.exact_row` for the rest)."""
         h = self.embed(ids)  # [T, hidden]
         tables = {}
         for layer in self.layers:
@@ -155,10 +158,7 @@ class Forward:
             h = h + y
         if rows is not None:
             h = h[rows]
-        logits = self.head.forward(self._rms(h, self.norm)).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return self.head.forward(self._rms(h, self.norm), argmax_only)
 
 
 def _fuse(*linears: nn.Linear) -> PackedLinear:

@@ -21,10 +21,10 @@ from kollm.serve.packed import pack_linears
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, cache: SlotCache) -> None:
+    def __init__(self, model: torch.nn.Module, cache: SlotCache, argmax_head: bool = True) -> None:
         self.model, self.cache = model, cache
         self.device = next(model.parameters()).device
-        self.forward = Forward.build(model)
+        self.forward = Forward.build(model, argmax_head)
         self.stacks = Stacks()  # decode steps' adapters side by side (serve/lora.py)
         if self.forward is None:  # float32 on an x86 CPU: ~2x the batched decode (serve/packed.py)
             pack_linears(model)
@@ -33,12 +33,22 @@ class ModelRunner:
         self.window = max(windows(mc), default=0)
         self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
 
+    @property
+    def argmax_head(self) -> bool:
+        """Whether steps whose rows only need their argmax can run a cheaper head (serve/head.py)."""
+        return self.forward is not None and self.forward.head.half is not None
+
+    def exact_row(self, i: int) -> torch.Tensor:
+        """Exact logits [vocab] of row i of the last step run with `argmax_only` (a row that must be masked)."""
+        return self.forward.head.exact_row(i)
+
     def prefill(self, segments: list[tuple[int, int, list[int]]], loras: list[Adapter | None] | None = None,
-                every: bool = False) -> torch.Tensor:
+                every: bool = False, argmax_only: bool = False) -> torch.Tensor:
         """Logits [len(segments), vocab] at the last token of each chunk; a segment is (slot, start, chunk ids):
         the chunk's tokens sit at positions start.. of that slot's sequence. `loras`: each segment's adapter.
         `every`: logits at every token of every chunk instead, [total tokens, vocab] (speculative decoding checks
-        a row's drafted tokens in one chunk: serve/spec.py)."""
+        a row's drafted tokens in one chunk: serve/spec.py). `argmax_only`: only each row's argmax need be exact
+        (serve/head.py; `exact_row` for the others)."""
         ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
         for j, (_, start, chunk) in enumerate(segments):
             n = len(chunk)
@@ -58,7 +68,7 @@ class ModelRunner:
                            max(start + len(chunk) for _, start, chunk in segments) + 1)
         if self.forward is not None:
             return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache,
-                                None if every else rows)
+                                None if every else rows, argmax_only)
         assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.tensor(kpos, device=dev)
         same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
@@ -67,9 +77,9 @@ class ModelRunner:
                           logits_to_keep=rows).logits[0].float()
 
     def decode(self, tokens: list[int], positions: list[int], loras: list[Adapter | None] | None = None,
-               ) -> torch.Tensor:
+               argmax_only: bool = False) -> torch.Tensor:
         """Logits [B, vocab] for one new token in each of slots 0..B-1, written at its position; `loras`: each
-        row's adapter."""
+        row's adapter; `argmax_only` as in prefill."""
         dev = self.device
         pos = torch.tensor(positions, device=dev)
         length = int(pos.max()) + 1
@@ -78,7 +88,7 @@ class ModelRunner:
         self.cache.plan = Decode(pos, length, lora)
         ids = torch.tensor(tokens, device=dev)
         if self.forward is not None:
-            return self.forward(ids, pos, self.cache.plan, self.cache)
+            return self.forward(ids, pos, self.cache.plan, self.cache, argmax_only=argmax_only)
         assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.arange(length, device=dev)
         return self.model(input_ids=ids[:, None], position_ids=pos[:, None],

@@ -16,10 +16,11 @@ deterministic draft (q = one draft token): "accept d with probability p(d), else
 "draw x from p, keep d when x = d" does, with one draw per output token, as without speculation.
 
 When it pays (`Policy`). On a CPU a forward over T tokens costs more than one token as soon as T passes a few
-(measured on Gemma-3-270M, 2 cores: output head 22 ms at one row, 45 at two, 67 at four), so each step the
-engine picks the draft length k with the most expected tokens per second: expected tokens from each row's recent
-acceptance, seconds from what steps of that shape took on this machine (learned as the engine runs; `Policy.cost`
-says what an unmeasured shape is assumed to cost). A draft model's proposing forwards are part of a step's cost:
+(measured on Gemma-3-270M, 2 cores: the float32 output head 22 ms at one row, 45 at two, 67 at four; the argmax
+head of greedy steps, serve/head.py, ~12 ms at each), so each step the engine picks the draft length k with the
+most expected tokens per second: expected tokens from each row's recent acceptance, seconds from what steps of
+that shape took on this machine (learned as the engine runs; `Policy.cost` says what an unmeasured shape is
+assumed to cost). A draft model's proposing forwards are part of a step's cost:
 k of them, each as long as one over that many rows took (measured as ("draft", rows); unmeasured, free, so it gets
 tried), plus what feeding new prompts to the draft took over recent decode steps (a prompt is fed once, and the
 steps after it, drafting or not, bring that average down; a batch that keeps taking new requests keeps paying

@@ -1,0 +1,101 @@
+"""The output head, and a cheaper one for rows that only need their argmax.
+
+A greedy step needs one number from the head: which token scores highest. On a CPU the float32 head is the
+biggest read of a decode step (Gemma-3-270M's 262k x 640 head is 671 MB of its 1.07 GB), and a decode step is
+bound by reading weights. fbgemm's float16 GEMM (`quantized.linear_dynamic_fp16`: float16 weights, float32
+inputs, float32 accumulation) reads half the bytes and reuses each converted weight across the rows of a step.
+`python bench/serve_head.py` (2 cores, medians, Gemma-3-270M's head on its own hidden states, ms):
+
+    rows                       1      2      4      8     16     64
+    float32 (packed.py)      20.5   28.5   33.9   59.4   77.6  180.5
+    float16 + recheck        11.6   11.7   12.1   18.3   36.0  155.3
+
+Its logits are not the float32 ones, but they are close by a bound known in advance, so the argmax stays exact:
+each weight rounds to float16 with an error d_r per row, and by Cauchy-Schwarz a row's float16 logit is within
+||h|| * (||d_r|| + 2 g ||w_r||) of the float32 one (g: float32 accumulation over the row, for both products;
+||d_r|| <= 2^-11 ||w_r|| plus a subnormal term, so one bound serves every row). Every token whose float16 logit
+lies within twice that bound of the row's best could be the argmax; those few (1.0-1.25 a row on Gemma-3-270M)
+are recomputed in float32, so the argmax of the returned row is the float32 argmax. The other entries stay
+float16 approximations: a caller that samples, masks or reports log-probabilities asks for exact rows
+(`argmax_only=False`, or `exact_row` after the fact).
+
+The float16 copy costs memory (0.5 GiB for Gemma-3-270M: half the head's float32 bytes, and fbgemm pads its
+640-wide rows to 1,024) and ~3 s to pack at start-up, so only a big float32 head on a CPU with fbgemm gets one, and `EngineConfig.argmax_head = False` (kollm
+eval's choice) skips it (`python bench/serve_head.py` measures it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kollm.serve.packed import ONE_ROW_SPLIT_MIN, PackedLinear
+
+FP16_MIN = ONE_ROW_SPLIT_MIN  # heads of at least this many elements get the float16 copy (smaller: not worth it)
+_U = 2.0 ** -24  # float32's unit roundoff
+
+
+def _fp16_packable(weight: torch.Tensor) -> bool:
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() < FP16_MIN:
+        return False
+    if "fbgemm" not in torch.backends.quantized.supported_engines:  # fbgemm is x86's; ARM builds lack it
+        return False
+    lo, hi = torch.aminmax(weight)  # no temporary the size of the weight
+    return bool(max(-lo, hi) < 65504)  # float16's largest finite value
+
+
+class OutputHead(nn.Module):
+    """logits = softcap(h W^T + b), float32; `argmax_only=True` lets a big CPU head answer from a float16 copy with
+    exact argmaxes (see above). Holds W itself plus, when it pays, the float16 copy."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, softcap: float = 0.0,
+                 fp16: bool = True) -> None:
+        super().__init__()
+        self.exact = PackedLinear(weight, bias)
+        self.weight, self.bias, self.softcap = weight.detach(), bias, softcap
+        self.half = None
+        self.bound = 0.0  # the largest ||d_r|| + 2 g ||w_r||: times ||h||, the most a float16 logit is off
+        self.last: torch.Tensor | None = None  # the hidden rows of the last argmax_only call (exact_row)
+        if fp16 and _fp16_packable(self.weight):
+            w = self.weight
+            k = w.shape[1]
+            g = k * _U / (1 - k * _U)
+            # rounding to float16 moves a weight by at most 2^-11 of itself, or 2^-25 below float16's normal range
+            # (fbgemm rounds to nearest and keeps subnormals, as torch's .half() does): ||d_r|| <= 2^-11 ||w_r||
+            # + 2^-25 sqrt(k); the norms themselves are rounded, hence the small margin
+            self.bound = ((2 ** -11 + 2 * g) * float(w.norm(dim=-1).max()) + 2 ** -25 * k ** 0.5) * (1 + 1e-3)
+            self.half = torch.ops.quantized.linear_prepack_fp16(w, None)
+
+    @property
+    def half_bytes(self) -> int:
+        """Memory the float16 copy holds (0: none): fbgemm packs a row's inputs in blocks of 512 (measured:
+        Gemma-3-270M's 640 take 1,024, 0.5 GiB for its head)."""
+        if self.half is None:
+            return 0
+        n, k = self.weight.shape
+        return n * -(-k // 512) * 512 * 2
+
+    def forward(self, h: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
+        """[rows, vocab] float32 logits of h [rows, hidden]. argmax_only: only each row's argmax is exact."""
+        if not argmax_only or self.half is None:
+            self.last = None
+            return self._cap(self.exact.forward(h).float())
+        h = h.float().contiguous()
+        self.last = h
+        logits = torch.ops.quantized.linear_dynamic_fp16(h, self.half)
+        if self.bias is not None:
+            logits += self.bias
+        # tokens that may be the argmax: within twice the bound of the row's best float16 logit
+        near = logits >= (logits.amax(dim=-1) - 2 * self.bound * h.norm(dim=-1))[:, None]
+        rows, cols = near.nonzero(as_tuple=True)
+        exact = (self.weight[cols] * h[rows]).sum(dim=-1)
+        logits[rows, cols] = exact if self.bias is None else exact + self.bias[cols]
+        return self._cap(logits)
+
+    def exact_row(self, i: int) -> torch.Tensor:
+        """The exact logits [vocab] of row i of the last argmax_only call (a row the caller must mask or sample)."""
+        assert self.last is not None, "exact_row follows a forward(..., argmax_only=True)"
+        return self._cap(self.exact.forward(self.last[i:i + 1]).float())[0]
+
+    def _cap(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
