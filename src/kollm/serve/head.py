@@ -20,8 +20,8 @@ float16 approximations: a caller that samples, masks or reports log-probabilitie
 (`argmax_only=False`, or `exact_row` after the fact).
 
 The float16 copy costs memory (0.5 GiB for Gemma-3-270M: half the head's float32 bytes, and fbgemm pads its
-640-wide rows to 1,024) and ~3 s to pack at start-up, so only a big float32 head on a CPU with fbgemm gets one, and `EngineConfig.argmax_head = False` (kollm
-eval's choice) skips it (`python bench/serve_head.py` measures it).
+640-wide rows to 1,024) and ~3 s to pack at start-up, so only a big float32 head on a CPU with fbgemm gets one,
+and `EngineConfig.argmax_head = False` (kollm eval's choice) skips it (`python bench/serve_head.py` measures it).
 """
 
 from __future__ import annotations
