@@ -19,21 +19,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def ms(fn: object, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -46,6 +35,7 @@ def main() -> None:
     a = ap.parse_args()
 
     import torch
+    from serve_linear import median_ms
     from serve_spec import rate, stream, together
 
     import kollm.serve.head as head_mod
@@ -71,8 +61,8 @@ def main() -> None:
     rows_out = []
     for n in (1, 2, 4, 8, 16, 64):
         h = hidden[:n] if n <= len(hidden) else hidden.repeat(n // len(hidden) + 1, 1)[:n]
-        exact_ms = ms(lambda h=h: head.forward(h), a.repeat)
-        fast_ms = ms(lambda h=h: head.forward(h, argmax_only=True), a.repeat)
+        exact_ms = median_ms(lambda h=h: head.forward(h), a.repeat)
+        fast_ms = median_ms(lambda h=h: head.forward(h, argmax_only=True), a.repeat)
         exact, approx = head.forward(h), head.forward(h, argmax_only=True)
         agree = bool((exact.argmax(-1) == approx.argmax(-1)).all())
         raw = torch.ops.quantized.linear_dynamic_fp16(h, head.half)
