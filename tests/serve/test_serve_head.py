@@ -50,6 +50,20 @@ def test_argmax_head_argmax_is_the_float32_argmax_at_near_ties(any_size, bias):
         torch.testing.assert_close(head.exact_row(i), exact[i], rtol=0, atol=1e-5)
 
 
+def test_hidden_states_no_bound_narrows_take_the_float32_head(any_size):
+    """An infinite or huge hidden state makes every token a candidate: the step runs the float32 head rather than
+    gather the whole head once per row."""
+    w, h = near_tie_head(seed=2)
+    head = OutputHead(w)
+    h = h[:4].clone()
+    h[3] *= 1e30  # finite, but its norm overflows: the bound is infinite and every token is a candidate
+    got = head.forward(h, argmax_only=True)
+    assert head.last is None  # the float32 head ran
+    assert torch.equal(got, head.forward(h))
+    h[3, 0] = float("inf")  # NaN logits: no candidates, no gathers; NaN where float32 has NaN
+    assert torch.equal(head.forward(h, argmax_only=True).isnan(), torch.nn.functional.linear(h, w).isnan())
+
+
 def test_argmax_head_softcap_and_plain_rows(any_size):
     w, h = near_tie_head(seed=1)
     head = OutputHead(w, None, softcap=30.0)

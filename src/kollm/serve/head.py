@@ -33,6 +33,7 @@ from kollm.serve.packed import ONE_ROW_SPLIT_MIN, PackedLinear
 
 FP16_MIN = ONE_ROW_SPLIT_MIN  # heads of at least this many elements get the float16 copy (smaller: not worth it)
 _U = 2.0 ** -24  # float32's unit roundoff
+RECHECK_MAX = 64  # tokens to recheck per row, on average, beyond which the step runs the float32 head instead
 
 
 def _fp16_packable(weight: torch.Tensor) -> bool:
@@ -88,6 +89,9 @@ class OutputHead(nn.Module):
         # tokens that may be the argmax: within twice the bound of the row's best float16 logit
         near = logits >= (logits.amax(dim=-1) - 2 * self.bound * h.norm(dim=-1))[:, None]
         rows, cols = near.nonzero(as_tuple=True)
+        if len(rows) > RECHECK_MAX * len(h):  # hidden states no bound can narrow (inf, huge): no 0.67 GB gathers
+            self.last = None
+            return self._cap(self.exact.forward(h).float())
         exact = (self.weight[cols] * h[rows]).sum(dim=-1)
         logits[rows, cols] = exact if self.bias is None else exact + self.bias[cols]
         return self._cap(logits)
