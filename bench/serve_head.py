@@ -38,7 +38,7 @@ def main() -> None:
     from serve_linear import median_ms
     from serve_spec import rate, stream, together
 
-    import kollm.serve.head as head_mod
+    from kollm.serve.config import EngineConfig
     from kollm.serve.engine import Engine
     from kollm.serve.sampling import SamplingParams
     from kollm.studio.apps import render_completion
@@ -65,19 +65,12 @@ def main() -> None:
         fast_ms = median_ms(lambda h=h: head.forward(h, argmax_only=True), a.repeat)
         exact, approx = head.forward(h), head.forward(h, argmax_only=True)
         agree = bool((exact.argmax(-1) == approx.argmax(-1)).all())
-        raw = torch.ops.quantized.linear_dynamic_fp16(h, head.half)
-        near = raw >= (raw.amax(-1) - 2 * head.bound * h.norm(dim=-1))[:, None]
+        near = head.near(torch.ops.quantized.linear_dynamic_fp16(h, head.half), h)
         rows_out.append((n, exact_ms, fast_ms, agree, near.sum(-1).float().mean().item()))
         print(f"  head, {n} rows: {rows_out[-1]}", flush=True)
 
     # 2. one stream, head on and off, alternating item by item
-    saved = head_mod.FP16_MIN
-    head_mod.FP16_MIN = 1 << 62  # the second engine gets no float16 head
-    try:
-        plain = Engine.load(a.model)
-    finally:
-        head_mod.FP16_MIN = saved
-    assert plain.runner.forward.head.half is None
+    plain = Engine.load(a.model, config=EngineConfig(argmax_head=False))
     engines = {"float32 head": plain, "argmax head": fast}
     table, prompts = [], []
     for name, items in sets.items():

@@ -78,28 +78,32 @@ class OutputHead(nn.Module):
 
     def forward(self, h: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
         """[rows, vocab] float32 logits of h [rows, hidden]. argmax_only: only each row's argmax is exact."""
+        self.last = None
         if not argmax_only or self.half is None:
-            self.last = None
-            return self._cap(self.exact.forward(h).float())
+            return self._exact(h)
         h = h.float().contiguous()
-        self.last = h
         logits = torch.ops.quantized.linear_dynamic_fp16(h, self.half)
         if self.bias is not None:
             logits += self.bias
-        # tokens that may be the argmax: within twice the bound of the row's best float16 logit
-        near = logits >= (logits.amax(dim=-1) - 2 * self.bound * h.norm(dim=-1))[:, None]
-        rows, cols = near.nonzero(as_tuple=True)
+        rows, cols = self.near(logits, h).nonzero(as_tuple=True)
         if len(rows) > RECHECK_MAX * len(h):  # hidden states no bound can narrow (inf, huge): no 0.67 GB gathers
-            self.last = None
-            return self._cap(self.exact.forward(h).float())
+            return self._exact(h)
+        self.last = h
         exact = (self.weight[cols] * h[rows]).sum(dim=-1)
         logits[rows, cols] = exact if self.bias is None else exact + self.bias[cols]
         return self._cap(logits)
 
+    def near(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Which tokens may be the argmax, given float16 `logits` of `h`: within twice the bound of the row's best."""
+        return logits >= (logits.amax(dim=-1) - 2 * self.bound * h.norm(dim=-1))[:, None]
+
     def exact_row(self, i: int) -> torch.Tensor:
         """The exact logits [vocab] of row i of the last argmax_only call (a row the caller must mask or sample)."""
         assert self.last is not None, "exact_row follows a forward(..., argmax_only=True)"
-        return self._cap(self.exact.forward(self.last[i:i + 1]).float())[0]
+        return self._exact(self.last[i:i + 1])[0]
+
+    def _exact(self, h: torch.Tensor) -> torch.Tensor:
+        return self._cap(self.exact.forward(h).float())
 
     def _cap(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
