@@ -11,8 +11,9 @@ task, items, seconds, items/s, speed-up vs hf, score (which must be equal), then
 Shots and items default per task kind: multiple choice 5 shots, 40 items; generation 3 shots, 100 items (--shots
 and --limit set both). The kollm backend builds its serving engine once per loaded model, at the first generation
 request: that build is timed apart, and a second kollm row adds it to the first generation task's time. Each run
-on the engine starts with an empty prefix cache (--repeat would otherwise reuse the first run's prompts). With no
---model, the Gemma-3-270M test fixture ($KOLLM_TEST_MODELS/gemma-3-270m/hf) if it was built.
+on the engine starts with an empty prefix cache (--repeat would otherwise reuse the first run's prompts). With
+--repeat the backends take turns (hf, kollm, hf, ...) and each keeps its fastest run. With no --model, the
+Gemma-3-270M test fixture ($KOLLM_TEST_MODELS/gemma-3-270m/hf) if it was built.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main() -> None:
     p.add_argument("--shots", type=int, default=None, help="default: 5 multiple choice, 3 generation")
     p.add_argument("--limit", type=int, default=None, help="default: 40 multiple choice, 100 generation")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--repeat", type=int, default=1, help="runs per backend; the fastest is kept (shared machines)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per backend, taking turns; the fastest is kept (shared machines)")
     a = p.parse_args()
     models = a.model
     if not models:
@@ -68,30 +70,31 @@ def main() -> None:
                          add_bos_token=be.add_bos_token) for name, cls in (("hf", HFLM), ("kollm", FastHF))}
         for task in tasks:
             shots, limit = setting[task]
-            seen, scores = {}, {}
-            for name, lm in lms.items():
-                best, res, build = float("inf"), None, None
-                if gen[task] and name == "kollm" and lm._engine is None:  # once per loaded model, timed apart
-                    t0 = time.perf_counter()
-                    lm.engine()
-                    build = time.perf_counter() - t0
-                for _ in range(a.repeat):
+            seen, res, build = dict.fromkeys(lms, float("inf")), {}, None
+            if gen[task] and lms["kollm"]._engine is None:  # once per loaded model, timed apart
+                t0 = time.perf_counter()
+                lms["kollm"].engine()
+                build = time.perf_counter() - t0
+            for _ in range(a.repeat):  # the backends take turns: a machine that drifts slows both alike
+                for name, lm in lms.items():
                     if gen[task] and name == "kollm":  # every run starts with an empty prefix cache
                         with lm.engine().lock:
                             lm.engine().prefixes.clear()
                     t0 = time.perf_counter()
-                    res = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, limit=limit,
-                                                  task_manager=tm, log_samples=False, bootstrap_iters=0,
-                                                  verbosity="ERROR")
-                    best = min(best, time.perf_counter() - t0)
-                r = res["results"][task]
-                n = res["n-samples"][task]["effective"]
-                seen[name] = best
+                    res[name] = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, limit=limit,
+                                                        task_manager=tm, log_samples=False, bootstrap_iters=0,
+                                                        verbosity="ERROR")
+                    seen[name] = min(seen[name], time.perf_counter() - t0)
+            scores = {}
+            for name in lms:
+                r = res[name]["results"][task]
+                n = res[name]["n-samples"][task]["effective"]
+                best = seen[name]
                 scores[name] = {k.removesuffix(",none"): v for k, v in r.items()
                                 if k.endswith(",none") and "_stderr" not in k}
                 score = ", ".join(f"{k} {v:.4f}" for k, v in scores[name].items())
                 rows.append((label, name, task, n, shots, best, n / best, seen["hf"] / best, score))
-                if build is not None:
+                if build is not None and name == "kollm":
                     total = best + build
                     rows.append((label, f"{name} + engine build ({build:.1f} s)", task, n, shots, total, n / total,
                                  seen["hf"] / total, score))

@@ -14,7 +14,7 @@ import kollm.serve.head as head_mod
 from kollm.serve.config import EngineConfig
 from kollm.serve.engine import Engine
 from kollm.serve.head import OutputHead
-from kollm.serve.sampling import SamplingParams
+from kollm.serve.sampling import SamplingParams, argmax_rows
 
 
 @pytest.fixture
@@ -44,8 +44,7 @@ def test_argmax_head_argmax_is_the_float32_argmax_at_near_ties(any_size, bias):
     raw = torch.ops.quantized.linear_dynamic_fp16(h, head.half) + (0 if b is None else b)
     assert (raw.argmax(-1) != exact.argmax(-1)).sum() >= 10  # float16 alone gets these wrong: the test can fail
     assert ((raw - exact).abs() <= head.bound * h.norm(dim=-1, keepdim=True)).all()  # the bound holds everywhere
-    fast = head.forward(h, argmax_only=True)
-    assert torch.equal(fast.argmax(-1), exact.argmax(-1))
+    assert torch.equal(head.argmax(h), exact.argmax(-1))
     for i in (0, 7, 150):
         torch.testing.assert_close(head.exact_row(i), exact[i], rtol=0, atol=1e-5)
 
@@ -57,11 +56,14 @@ def test_hidden_states_no_bound_narrows_take_the_float32_head(any_size):
     head = OutputHead(w)
     h = h[:4].clone()
     h[3] *= 1e30  # finite, but its norm overflows: the bound is infinite and every token is a candidate
-    got = head.forward(h, argmax_only=True)
-    assert head.last is None  # the float32 head ran
-    assert torch.equal(got, head.forward(h))
-    h[3, 0] = float("inf")  # NaN logits: no candidates, no gathers; NaN where float32 has NaN
-    assert torch.equal(head.forward(h, argmax_only=True).isnan(), torch.nn.functional.linear(h, w).isnan())
+    ran = []
+    real = head._exact
+    head._exact = lambda x: ran.append(len(x)) or real(x)
+    got = head.argmax(h)
+    assert ran == [4]  # the float32 head ran
+    assert torch.equal(got, argmax_rows(head.forward(h)))
+    h[3, 0] = float("inf")  # NaN logits: no candidates, no gathers; the first NaN, as float32's argmax
+    assert torch.equal(head.argmax(h), argmax_rows(torch.nn.functional.linear(h, w)))
 
 
 def test_argmax_head_softcap_and_plain_rows(any_size):
@@ -70,8 +72,23 @@ def test_argmax_head_softcap_and_plain_rows(any_size):
     exact = torch.tanh(torch.nn.functional.linear(h, w) / 30.0) * 30.0
     torch.testing.assert_close(head.forward(h), exact, rtol=0, atol=1e-5)  # not argmax_only: float32 throughout
     assert head.last is None
-    assert torch.equal(head.forward(h, argmax_only=True).argmax(-1), exact.argmax(-1))
+    assert torch.equal(head.argmax(h), exact.argmax(-1))
     torch.testing.assert_close(head.exact_row(3), exact[3], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [3, 17, 64])
+def test_without_the_copy_argmax_runs_the_float32_slices(rows, monkeypatch):
+    """No float16 copy (kollm eval's engine, or a head fbgemm cannot take): the float32 argmax from the slices,
+    the same products as the logits, near-ties included; exact_row afterwards."""
+    import kollm.serve.packed as packed_mod
+
+    monkeypatch.setattr(packed_mod, "ONE_ROW_SPLIT_MIN", 0)
+    w, h = near_tie_head(seed=3)
+    h = h[:rows]
+    head = OutputHead(w, torch.randn(w.shape[0]) * 1e-4, fp16=False)
+    assert head.half is None and head.exact.big
+    assert torch.equal(head.argmax(h), argmax_rows(head.forward(h)))
+    torch.testing.assert_close(head.exact_row(rows - 1), head.forward(h)[-1], rtol=0, atol=1e-5)
 
 
 def test_only_big_float32_heads_get_a_float16_copy(monkeypatch):
@@ -93,7 +110,7 @@ def engines(tiny_model_dir):
         mp.setattr(head_mod, "FP16_MIN", 0)
         fast = Engine.load(tiny_model_dir, config=EngineConfig(max_num_seqs=4, prefill_chunk=8))
         plain = Engine.load(tiny_model_dir, config=EngineConfig(max_num_seqs=4, prefill_chunk=8, argmax_head=False))
-    assert fast.runner.argmax_head and not plain.runner.argmax_head
+    assert fast.runner.forward.head.half is not None and plain.runner.forward.head.half is None
     yield fast, plain
     fast.close()
     plain.close()
@@ -104,16 +121,12 @@ PROMPTS = ["대한민국의 수도는", "오늘 날씨가 좋아서 공원에", 
 
 
 def spy(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records each head call's argmax_only."""
+    """Records each head call: True for an argmax-only one, False for logits."""
     calls: list[bool] = []
     head = engine.runner.forward.head
-    real = head.forward
-
-    def forward(h: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
-        calls.append(argmax_only)
-        return real(h, argmax_only)
-
-    monkeypatch.setattr(head, "forward", forward)
+    for name, only in (("forward", False), ("argmax", True)):
+        real = getattr(head, name)
+        monkeypatch.setattr(head, name, lambda h, real=real, only=only: calls.append(only) or real(h))
     return calls
 
 

@@ -145,11 +145,13 @@ class DraftModel:
         owed = [r.owed for r in rows]
         out: list[list[int]] = [[] for _ in rows]
         for step in range(k):
-            # [rows, vocab] at each chunk's last token; a draft need not be the exact argmax (the check decides)
-            logits = self.runner.prefill(segs, argmax_only=True)
-            V = min(logits.shape[-1], self.utf8.blocked.shape[-1])  # a padded vocabulary's extra rows are no tokens
-            blocked = self.utf8.blocked[torch.tensor(owed)][:, :V].to(logits.device)
-            best = logits[:, :V].masked_fill(blocked, float("-inf")).argmax(-1).tolist()
+            best = self.runner.prefill(segs, argmax_only=True).tolist()  # the argmax at each chunk's last token
+            for i, b in enumerate(best):  # one the UTF-8 rule refuses (or past the vocabulary): the best allowed
+                if b >= self.utf8.blocked.shape[-1] or self.utf8.blocked[owed[i], b]:
+                    row = self.runner.exact_row(i)
+                    V = min(row.shape[-1], self.utf8.blocked.shape[-1])  # a padded vocabulary's extra rows
+                    blocked = self.utf8.blocked[owed[i], :V].to(row.device)
+                    best[i] = int(row[:V].masked_fill(blocked, float("-inf")).argmax())
             for i, (st, (_, _, chunk)) in enumerate(zip(states, segs, strict=True)):
                 st.tokens += chunk
                 if step == 0:

@@ -141,7 +141,7 @@ class Engine(EngineBase):
         runs = "kollm's forward" if self.runner.forward is not None else "transformers' forward"
         params = {p.data_ptr(): p for p in self.model.parameters()}.values()  # tied weights once
         weights = sum(t.numel() * t.element_size() for t in params)
-        if self.runner.argmax_head:
+        if self.runner.forward is not None and self.runner.forward.head.half is not None:
             runs += f", float16 head for greedy steps {self.runner.forward.head.half_bytes / 2**30:.2f} GiB"
         runs += (f", weights {weights / 2**30:.2f} GiB, KV up to {self.cfg.kv_cache_mb} MB, prefix cache up to "
                  f"{self.cfg.prefix_cache_mb} MB, context {self.max_len} tokens, speculative decoding "
@@ -356,13 +356,13 @@ class Engine(EngineBase):
         segs = [(slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
         self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
         fast = self._argmax_only([x for r, _, _ in chunks for x in (r, *r.followers)])
-        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)
+        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)  # fast: argmaxes
         finished = []
         for j, (r, start, n) in enumerate(chunks):
             r.done = r.length = start + n
             if r.done == len(r.ids):
                 finished.append((r, j))
-        best = argmax_rows(logits).tolist() if finished else []
+        best = _best(logits, fast) if finished else []
         for r, j in finished:
             if self.prefixes.wants(r.ids, salt(r)):
                 self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length), salt(r))
@@ -394,13 +394,13 @@ class Engine(EngineBase):
         fast = self._argmax_only(rows)
         with Timer() as t:
             logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
-                                        [r.lora for r in rows], argmax_only=fast)
+                                        [r.lora for r in rows], argmax_only=fast)  # fast: the argmaxes alone
         self.policy.record("decode", len(rows), t.seconds)
         for r in rows:
             r.length += 1
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
         # masking first would change nothing but cost a pass over rows x vocabulary.
-        best = argmax_rows(logits).tolist()
+        best = _best(logits, fast)
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
             r = rows[i]
             self._emit(r, *self._row(logits, i, r, best, fast))
@@ -440,7 +440,7 @@ class Engine(EngineBase):
         with Timer() as t:
             logits = self.runner.prefill(segs, [r.lora for r in rows], every=True, argmax_only=fast)
         self.policy.record("check", logits.shape[0], t.seconds)
-        best = argmax_rows(logits).tolist()
+        best = _best(logits, fast)
         starts = [0]
         for _, _, chunk in segs[:-1]:
             starts.append(starts[-1] + len(chunk))
@@ -465,20 +465,21 @@ class Engine(EngineBase):
         return best if r.constraint is None and not self.utf8.blocked[r.owed, best] else None
 
     def _argmax_only(self, rows: list[Sequence]) -> bool:
-        """Whether a step of these rows may run the argmax head (serve/head.py): every row greedy, nothing changing
-        its logits, no log-probabilities to report."""
-        return self.runner.argmax_head and all(is_plain_greedy(r.p) and r.p.logprobs is None for r in rows)
+        """Whether a step of these rows needs only each row's argmax (serve/head.py): every row greedy, nothing
+        changing its logits, no log-probabilities to report."""
+        return all(is_plain_greedy(r.p) and r.p.logprobs is None for r in rows)
 
     def _row(self, logits: torch.Tensor, i: int, r: Sequence, best: list[int], fast: bool,
-             ) -> tuple[torch.Tensor, int | None]:
-        """Row i's logits and greedy token for r. After the argmax head, a row whose argmax r cannot take as is
-        (the UTF-8 guard refuses it) is masked and sampled from its exact logits."""
+             ) -> tuple[torch.Tensor | None, int | None]:
+        """Row i's logits and greedy token for r. After an argmax-only step (`fast`: there are no logits), a greedy
+        row takes its argmax, and a row whose argmax r cannot take as is (the UTF-8 guard refuses it) is masked and
+        sampled from its exact logits."""
         greedy = self._greedy(r, best[i])
-        if fast and greedy is None:
-            return self.runner.exact_row(i), None
+        if fast:
+            return (self.runner.exact_row(i), None) if greedy is None else (None, greedy)
         return logits[i], greedy
 
-    def _emit(self, r: Sequence, logits: torch.Tensor, greedy: int | None = None) -> bool:
+    def _emit(self, r: Sequence, logits: torch.Tensor | None, greedy: int | None = None) -> bool:
         """r's next token and what it releases; a finished r leaves its slot (True). Whatever goes wrong here fails
         r alone."""
         if not r.outbox:
@@ -493,3 +494,8 @@ class Engine(EngineBase):
         if r.draft is not None and r.draft.ngrams is not None:
             r.draft.ngrams.append(r.pending)
         return False
+
+
+def _best(out: torch.Tensor, fast: bool) -> list[int]:
+    """Each row's argmax: the step's output itself after an argmax-only step (`fast`), else from its logits."""
+    return (out if fast else argmax_rows(out)).tolist()

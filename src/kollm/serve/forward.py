@@ -54,7 +54,7 @@ class Forward:
     @classmethod
     def build(cls, model: nn.Module, argmax_head: bool = True) -> Forward | None:
         """The lean forward for `model`, or None when it is not a family (or a variant) this file covers.
-        `argmax_head`: a big CPU head may answer greedy steps from a float16 copy (serve/head.py)."""
+        `argmax_head`: a big CPU head may answer argmax-only steps from a float16 copy (serve/head.py)."""
         cfg = model.config
         if type(model).__name__ not in FAMILIES or getattr(cfg, "attn_logit_softcapping", None):
             return None
@@ -111,7 +111,8 @@ class Forward:
                  rows: torch.Tensor | None = None, argmax_only: bool = False) -> torch.Tensor:
         """Logits [R, vocab] (float32) for tokens `ids` [T] at positions `pos` [T]: every token of a decode
         step, or the rows `rows` of a packed prefill. K/V of all T tokens go into `cache` as `plan` says.
-        `argmax_only`: only each row's argmax need be exact (serve/head.py; `self.head.exact_row` for the rest)."""
+        `argmax_only`: each row's argmax token [R] instead of its logits (serve/head.py; `self.head.exact_row`
+        gives a row's logits afterwards)."""
         h = self.embed(ids)  # [T, hidden]
         tables = {}
         for layer in self.layers:
@@ -158,7 +159,8 @@ class Forward:
             h = h + y
         if rows is not None:
             h = h[rows]
-        return self.head.forward(self._rms(h, self.norm), argmax_only)
+        h = self._rms(h, self.norm)
+        return self.head.argmax(h) if argmax_only else self.head.forward(h)
 
 
 def _fuse(*linears: nn.Linear) -> PackedLinear:

@@ -15,9 +15,12 @@ each weight rounds to float16 with an error d_r per row, and by Cauchy-Schwarz a
 ||h|| * (||d_r|| + 2 g ||w_r||) of the float32 one (g: float32 accumulation over the row, for both products;
 ||d_r|| <= 2^-11 ||w_r|| plus a subnormal term, so one bound serves every row). Every token whose float16 logit
 lies within twice that bound of the row's best could be the argmax; those few (1.0-1.25 a row on Gemma-3-270M)
-are recomputed in float32, so the argmax of the returned row is the float32 argmax. The other entries stay
-float16 approximations: a caller that samples, masks or reports log-probabilities asks for exact rows
-(`argmax_only=False`, or `exact_row` after the fact).
+are recomputed in float32, so the argmax is the float32 argmax. `argmax` returns only that token per row: a
+caller that samples, masks or reports log-probabilities asks for the logits (`forward`, or `exact_row` after the
+fact for one row).
+
+A head without the float16 copy answers `argmax` from its float32 slices (PackedLinear.argmax): the same float32
+products, each slice's maxima kept, so the [rows, vocab] logits are never written, transposed or read again.
 
 The float16 copy costs memory (0.5 GiB for Gemma-3-270M: half the head's float32 bytes, and fbgemm pads its
 640-wide rows to 1,024) and ~3 s to pack at start-up, so only a big float32 head on a CPU with fbgemm gets one,
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 
 from kollm.serve.packed import ONE_ROW_SPLIT_MIN, PackedLinear
+from kollm.serve.sampling import argmax_rows
 
 FP16_MIN = ONE_ROW_SPLIT_MIN  # heads of at least this many elements get the float16 copy (smaller: not worth it)
 _U = 2.0 ** -24  # float32's unit roundoff
@@ -46,8 +50,8 @@ def _fp16_packable(weight: torch.Tensor) -> bool:
 
 
 class OutputHead(nn.Module):
-    """logits = softcap(h W^T + b), float32; `argmax_only=True` lets a big CPU head answer from a float16 copy with
-    exact argmaxes (see above). Holds W itself plus, when it pays, the float16 copy."""
+    """logits = softcap(h W^T + b), float32 (`forward`), or only each row's argmax (`argmax`: from a float16 copy on
+    a big CPU head, exact all the same; see above). Holds W itself plus, when it pays, the float16 copy."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, softcap: float = 0.0,
                  fp16: bool = True) -> None:
@@ -56,7 +60,7 @@ class OutputHead(nn.Module):
         self.weight, self.bias, self.softcap = weight.detach(), bias, softcap
         self.half = None
         self.bound = 0.0  # the largest ||d_r|| + 2 g ||w_r||: times ||h||, the most a float16 logit is off
-        self.last: torch.Tensor | None = None  # the hidden rows of the last argmax_only call (exact_row)
+        self.last: torch.Tensor | None = None  # the hidden rows of the last argmax call (exact_row)
         if fp16 and _fp16_packable(self.weight):
             w = self.weight
             k = w.shape[1]
@@ -76,30 +80,35 @@ class OutputHead(nn.Module):
         n, k = self.weight.shape
         return n * -(-k // 512) * 512 * 2
 
-    def forward(self, h: torch.Tensor, argmax_only: bool = False) -> torch.Tensor:
-        """[rows, vocab] float32 logits of h [rows, hidden]. argmax_only: only each row's argmax is exact."""
-        self.last = None
-        if not argmax_only or self.half is None:
-            return self._exact(h)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """[rows, vocab] float32 logits of h [rows, hidden]."""
+        return self._exact(h)
+
+    def argmax(self, h: torch.Tensor) -> torch.Tensor:
+        """Each row's argmax token [rows], that of the float32 logits (first index on ties), from the float16 copy
+        where there is one (see above), else from the float32 head's slices (PackedLinear.argmax: no [rows, vocab]
+        logits). `exact_row` gives a row's logits afterwards."""
         h = h.float().contiguous()
+        self.last = h
+        if self.half is None:
+            return self.exact.argmax(h) if not self.softcap else argmax_rows(self._exact(h))  # tanh may tie
         logits = torch.ops.quantized.linear_dynamic_fp16(h, self.half)
         if self.bias is not None:
             logits += self.bias
         rows, cols = self.near(logits, h).nonzero(as_tuple=True)
         if len(rows) > RECHECK_MAX * len(h):  # hidden states no bound can narrow (inf, huge): no 0.67 GB gathers
-            return self._exact(h)
-        self.last = h
+            return argmax_rows(self._exact(h))
         exact = (self.weight[cols] * h[rows]).sum(dim=-1)
         logits[rows, cols] = exact if self.bias is None else exact + self.bias[cols]
-        return self._cap(logits)
+        return argmax_rows(self._cap(logits))
 
     def near(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Which tokens may be the argmax, given float16 `logits` of `h`: within twice the bound of the row's best."""
         return logits >= (logits.amax(dim=-1) - 2 * self.bound * h.norm(dim=-1))[:, None]
 
     def exact_row(self, i: int) -> torch.Tensor:
-        """The exact logits [vocab] of row i of the last argmax_only call (a row the caller must mask or sample)."""
-        assert self.last is not None, "exact_row follows a forward(..., argmax_only=True)"
+        """The exact logits [vocab] of row i of the last `argmax` call (a row the caller must mask or sample)."""
+        assert self.last is not None, "exact_row follows an argmax"
         return self._exact(self.last[i:i + 1])[0]
 
     def _exact(self, h: torch.Tensor) -> torch.Tensor:

@@ -52,17 +52,37 @@ PackedLinear's row; 2 cores, ms):
     slices of 2048     89    120    227    422    763
 
 Below SLICED_MIN_ROWS the slices are no faster (a product of a few rows is bound by reading W).
+
+MKL runs (W x^T) fast only when x's rows are a multiple of 8 (its kernels' width; the same with
+MKL_ENABLE_INSTRUCTIONS=AVX2): 63 rows of Gemma's head cost more than 64, 13 rows as much as 16 and more than
+twice 8. Decode batches shrink to any count as requests end, and a speculative check or a few new prompts bring
+any count of tokens, so from PAD_FROM_ROWS rows on x is padded with zero rows to a multiple of PAD_ROWS and the
+padding's outputs are dropped. bench/serve_linear.py's third table (2 cores, ms, as they are vs padded):
+
+    rows                          7     13     31     42     58     63    123
+    head 262144 x 640 as is     66.1  136.5  185.8  198.0  223.0  300.8  418.8
+                      padded    58.0   76.0  107.2  154.6  187.5  196.6  410.1
+    gate/up 4096 x 640 as is     0.74   1.36   2.30   2.04   2.68   3.48   5.75
+                      padded     0.72   0.73   1.22   1.75   2.20   2.58   4.48
+
+Below 7 rows padding costs more than it saves (6 rows of the head: 39 ms as is, 49 padded to 8).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+from kollm.serve.sampling import argmax_rows
 
 ONE_ROW_SPLIT_MIN = 1 << 22  # weights of at least this many elements run one row as row blocks (Gemma's head)
 LINEAR_MIN_ROWS = 512  # from this many rows on (prompt chunks), plain F.linear is as fast or faster (see above)
 SLICED_MIN_ROWS = 16  # from this many rows on, a big weight's product runs slice by slice (see above)
 SLICE = 2048  # output rows of W per slice: the slice's output, transposed, is still in cache
+PAD_ROWS = 8  # (W x^T)^T runs x padded with zero rows to a multiple of this many (see above) ...
+PAD_FROM_ROWS = 7  # ... from this many rows on (below it, padding costs more than it saves)
 
 
 def _blocks(rows: int) -> int:
@@ -94,18 +114,56 @@ class PackedLinear(nn.Module):
                 out = out + self.bias
         elif rows == 1 or rows >= LINEAR_MIN_ROWS or not self.cpu:
             out = nn.functional.linear(flat, self.weight, self.bias)
-        elif self.big and rows >= SLICED_MIN_ROWS:
-            out = flat.new_empty(rows, self.out_features)
-            for s in range(0, self.out_features, SLICE):
-                w = self.weight[s:s + SLICE]
-                part = torch.mm(w, flat.T) if self.bias is None else \
-                    torch.addmm(self.bias[s:s + SLICE, None], w, flat.T)
-                out[:, s:s + SLICE] = part.T
-        elif self.bias is None:
-            out = torch.mm(self.weight, flat.T).T.contiguous()
         else:
-            out = torch.addmm(self.bias[:, None], self.weight, flat.T).T.contiguous()
+            out = self._turned(flat)
         return out.view(*x.shape[:-1], self.out_features)
+
+    def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """Each row's argmax of x W^T + b, [rows] (first index on ties, as `argmax_rows`). Where the product runs
+        slice by slice, each slice's maxima are kept and the [rows, out] product is never made: no transposing
+        copy, no fresh pages for it, no pass over it to find the maxima (Gemma's head at 64 rows: ~180 ms instead
+        of ~220, bench/serve_head.py)."""
+        flat = x.reshape(-1, self.in_features)
+        rows = flat.shape[0]
+        padded = _padded(flat)
+        if not (self.big and SLICED_MIN_ROWS <= len(padded) and rows < LINEAR_MIN_ROWS):
+            return argmax_rows(self.forward(flat))
+        best = where = None
+        for s, part in self._slices(padded):
+            value, index = part.max(dim=0)  # the first of equal maxima, as argmax
+            if best is None:
+                best, where = value, index
+                continue
+            # strictly greater: on a tie the earlier slice keeps it; a NaN wins once, as argmax takes the first NaN
+            take = (value > best) | (value.isnan() & ~best.isnan())
+            best, where = torch.where(take, value, best), torch.where(take, index + s, where)
+        return where[:rows]
+
+    def _turned(self, flat: torch.Tensor) -> torch.Tensor:
+        """(W x^T)^T for 2..LINEAR_MIN_ROWS-1 rows: x padded (see above), on a big weight slice by slice."""
+        rows = flat.shape[0]
+        padded = _padded(flat)
+        if self.big and len(padded) >= SLICED_MIN_ROWS:
+            out = flat.new_empty(rows, self.out_features)
+            for s, part in self._slices(padded):
+                out[:, s:s + SLICE] = part[:, :rows].T
+            return out
+        part = torch.mm(self.weight, padded.T) if self.bias is None else \
+            torch.addmm(self.bias[:, None], self.weight, padded.T)
+        return part[:, :rows].T.contiguous()
+
+    def _slices(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first output row s, W[s:s + SLICE] x^T + b[s:s + SLICE]) over the weight."""
+        for s in range(0, self.out_features, SLICE):
+            w = self.weight[s:s + SLICE]
+            yield s, torch.mm(w, x.T) if self.bias is None else torch.addmm(self.bias[s:s + SLICE, None], w, x.T)
+
+
+def _padded(flat: torch.Tensor) -> torch.Tensor:
+    """x with zero rows added up to a multiple of PAD_ROWS, from PAD_FROM_ROWS rows on (see above)."""
+    rows = flat.shape[0]
+    padded = rows if rows < PAD_FROM_ROWS else -(-rows // PAD_ROWS) * PAD_ROWS
+    return flat if padded == rows else torch.cat([flat, flat.new_zeros(padded - rows, flat.shape[1])])
 
 
 def pack_linears(model: nn.Module) -> int:

@@ -18,6 +18,7 @@ from kollm.serve.forward import Forward
 from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
 from kollm.serve.lora import Adapter, LoraRows, Stacks
 from kollm.serve.packed import pack_linears
+from kollm.serve.sampling import argmax_rows
 
 
 class ModelRunner:
@@ -26,6 +27,7 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.forward = Forward.build(model, argmax_head)
         self.stacks = Stacks()  # decode steps' adapters side by side (serve/lora.py)
+        self._logits = torch.empty(0)  # transformers' forward: the last argmax-only step's logits (exact_row)
         if self.forward is None:  # float32 on an x86 CPU: ~2x the batched decode (serve/packed.py)
             pack_linears(model)
         mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -33,22 +35,24 @@ class ModelRunner:
         self.window = max(windows(mc), default=0)
         self.additive = getattr(mc, "_attn_implementation", "sdpa") == "eager"
 
-    @property
-    def argmax_head(self) -> bool:
-        """Whether steps whose rows only need their argmax can run a cheaper head (serve/head.py)."""
-        return self.forward is not None and self.forward.head.half is not None
-
     def exact_row(self, i: int) -> torch.Tensor:
         """Exact logits [vocab] of row i of the last step run with `argmax_only` (a row that must be masked)."""
-        return self.forward.head.exact_row(i)
+        return self.forward.head.exact_row(i) if self.forward is not None else self._logits[i]
+
+    def _argmax(self, logits: torch.Tensor, argmax_only: bool) -> torch.Tensor:
+        """transformers' forward gives logits: an argmax-only step keeps them for `exact_row`."""
+        if not argmax_only:
+            return logits
+        self._logits = logits
+        return argmax_rows(logits)
 
     def prefill(self, segments: list[tuple[int, int, list[int]]], loras: list[Adapter | None] | None = None,
                 every: bool = False, argmax_only: bool = False) -> torch.Tensor:
         """Logits [len(segments), vocab] at the last token of each chunk; a segment is (slot, start, chunk ids):
         the chunk's tokens sit at positions start.. of that slot's sequence. `loras`: each segment's adapter.
         `every`: logits at every token of every chunk instead, [total tokens, vocab] (speculative decoding checks
-        a row's drafted tokens in one chunk: serve/spec.py). `argmax_only`: only each row's argmax need be exact
-        (serve/head.py; `exact_row` for the others)."""
+        a row's drafted tokens in one chunk: serve/spec.py). `argmax_only`: each row's argmax token [rows] instead
+        of its logits (serve/head.py; `exact_row` gives a row's logits afterwards)."""
         ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
         for j, (_, start, chunk) in enumerate(segments):
             n = len(chunk)
@@ -72,9 +76,9 @@ class ModelRunner:
         assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.tensor(kpos, device=dev)
         same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
-        return self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
-                          attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
-                          logits_to_keep=rows).logits[0].float()
+        return self._argmax(self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
+                                       attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
+                                       logits_to_keep=rows).logits[0].float(), argmax_only)
 
     def decode(self, tokens: list[int], positions: list[int], loras: list[Adapter | None] | None = None,
                argmax_only: bool = False) -> torch.Tensor:
@@ -91,9 +95,9 @@ class ModelRunner:
             return self.forward(ids, pos, self.cache.plan, self.cache, argmax_only=argmax_only)
         assert lora is None, "LoRA adapters run only in the engine's own forward"
         k = torch.arange(length, device=dev)
-        return self.model(input_ids=ids[:, None], position_ids=pos[:, None],
-                          attention_mask=self._masks(pos[:, None], k[None].expand(len(tokens), -1), None),
-                          cache=self.cache, use_cache=True).logits[:, -1].float()
+        return self._argmax(self.model(input_ids=ids[:, None], position_ids=pos[:, None],
+                                       attention_mask=self._masks(pos[:, None], k[None].expand(len(tokens), -1), None),
+                                       cache=self.cache, use_cache=True).logits[:, -1].float(), argmax_only)
 
     def score(self, ids: list[int], lora: Adapter | None) -> torch.Tensor:
         """Logits [len(ids), vocab] of every position of one prompt, in a cache of its own (prompt scoring under

@@ -69,9 +69,10 @@ class Sampler:
         if r.p.grammar is not None:
             r.constraint = self.grammars.matcher(r.p.grammar)
 
-    def step(self, r: Sequence, logits: torch.Tensor, greedy: int | None = None) -> bool:
-        """Choose r's next token from its logits row (`greedy`: the row's argmax, when it is a valid token) and put
-        what it releases in r.outbox; True when r is finished (a Finish is then the outbox's last item)."""
+    def step(self, r: Sequence, logits: torch.Tensor | None, greedy: int | None = None) -> bool:
+        """Choose r's next token from its logits row (`greedy`: the row's argmax, when it is a valid token; then a
+        plain greedy r without log-probabilities needs no logits) and put what it releases in r.outbox; True when r
+        is finished (a Finish is then the outbox's last item)."""
         p = r.p
         if greedy is not None and is_plain_greedy(p):
             tok = greedy
