@@ -78,3 +78,43 @@ def test_every_family_checks_drafts_as_it_decodes(family_engine, monkeypatch):
     before = engine.spec_stats.accepted_tokens
     assert engine_greedy_together(engine, prompts, [30, 30]) == [refs[tuple(ids)] for ids in prompts]
     assert engine.spec_stats.accepted_tokens > before
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_short_segments_attend_as_one_batch_as_one_by_one(family, monkeypatch):
+    """A packed prefill of short segments (prompts' tails, speculation's checks) attends as one padded batch:
+    the same logits and the same cache as one attention per segment, slots in any order, past the sliding
+    window, over keys already in the cache."""
+    from transformers import AutoModelForCausalLM
+
+    import kollm.serve.forward as forward_mod
+    from kollm.serve.forward import Forward
+    from kollm.serve.kv import Prefill, SlotCache
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(family, 300)).eval()
+    fwd = Forward.build(model)
+
+    def run(short_max: int) -> tuple[list[torch.Tensor], SlotCache]:
+        monkeypatch.setattr(forward_mod, "SHORT_MAX", short_max)
+        cache = SlotCache(len(fwd.layers))
+        g = torch.Generator().manual_seed(1)
+        steps = [[(0, 0, 30), (2, 0, 20), (1, 0, 26)],  # 30 tokens: the long one goes alone either way
+                 [(2, 20, 9), (0, 30, 5)],  # slots out of order, past the 24-token window, over cached keys
+                 [(0, 35, 3), (1, 26, 7), (2, 29, 1)]]  # consecutive slots: a view of the cache
+        logits = []
+        for segs in steps:
+            cache.reserve(3, 64)
+            ids = torch.randint(0, 300, (sum(n for _, _, n in segs),), generator=g)
+            pos = torch.cat([torch.arange(start, start + n) for _, start, n in segs])
+            cache.plan = Prefill(segs)
+            logits.append(fwd(ids, pos, cache.plan, cache))
+        return logits, cache
+
+    short_max = forward_mod.SHORT_MAX
+    want, want_cache = run(0)
+    got, got_cache = run(short_max)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_cache.k + got_cache.v, want_cache.k + want_cache.v, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

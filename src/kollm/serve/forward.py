@@ -198,12 +198,53 @@ class _Masks:
             self.cache[window] = (lo, ok[:, None])
         return self.cache[window]
 
+    def short(self) -> _Short | None:
+        """The packed prefill's segments as one padded batch, when there are several and all are short."""
+        if "short" not in self.cache:
+            segs = self.plan.segments
+            self.cache["short"] = _Short(segs, self.pos.device) \
+                if len(segs) > 1 and max(n for _, _, n in segs) <= SHORT_MAX else None
+        return self.cache["short"]
+
     def chunk(self, start: int, n: int, window: int) -> torch.Tensor | None:
         """Mask [n, start + n] for a prompt chunk at positions start..start+n-1; None where plain causal."""
         if start == 0 and (not window or n <= window):
             return None
         dev = self.pos.device
         return allowed(torch.arange(start, start + n, device=dev), torch.arange(start + n, device=dev), window)
+
+
+SHORT_MAX = 64  # a packed prefill whose segments are all this short (new prompts' tails, speculation's checks)
+# attends as one padded batch: one SDPA call and two cache writes a layer instead of three calls per segment
+# (63 prompts of ~12 tokens after a shared 82-token prefix: ~0.2 s of Python saved per step, 18 layers)
+
+
+class _Short:
+    """Where each token of a packed prefill of short segments sits in a padded batch [segments, longest, ...]."""
+
+    def __init__(self, segments: list[tuple[int, int, int]], device: torch.device) -> None:
+        slots = [s for s, _, _ in segments]
+        self.n = max(n for _, _, n in segments)
+        self.length = max(start + n for _, start, n in segments)
+        first = slots[0]
+        # consecutive slots (as admitted) attend over a view of the cache; any others over a gathered copy
+        self.slots = slice(first, first + len(slots)) if slots == list(range(first, first + len(slots))) \
+            else torch.tensor(slots, device=device)
+        self.tok_slot = torch.tensor([s for s, _, n in segments for _ in range(n)], device=device)
+        self.tok_pos = torch.tensor([p for _, start, n in segments for p in range(start, start + n)], device=device)
+        self.where = torch.tensor([i * self.n + j for i, (_, _, n) in enumerate(segments) for j in range(n)],
+                                  device=device)  # each token's row in the flattened [segments * longest]
+        # padding queries take their segment's last position: they see only keys a real query sees
+        qpos = torch.tensor([[start + min(j, n - 1) for j in range(self.n)] for _, start, n in segments],
+                            device=device)
+        self.qpos = qpos[:, None, :]  # [segments, 1, longest]
+        self.kpos = torch.arange(self.length, device=device)[None, None]
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def mask(self, window: int) -> torch.Tensor:
+        if window not in self.masks:
+            self.masks[window] = allowed(self.qpos, self.kpos, window)  # [segments, 1, longest, keys]
+        return self.masks[window]
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
@@ -219,6 +260,17 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor,
         out = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, d), kc[:B, :, lo:plan.length],
                                              vc[:B, :, lo:plan.length], attn_mask=mask, scale=layer.scale)
         return out.reshape(B, H * d)
+    short = masks.short()
+    if short is not None:
+        kc[short.tok_slot, :, short.tok_pos] = k
+        vc[short.tok_slot, :, short.tok_pos] = v
+        qp = q.new_zeros(len(plan.segments) * short.n, H, d)
+        qp[short.where] = q
+        out = F.scaled_dot_product_attention(
+            qp.view(-1, short.n, H, d).transpose(1, 2), kc[short.slots, :, :short.length],
+            vc[short.slots, :, :short.length], attn_mask=short.mask(layer.window), scale=layer.scale,
+            enable_gqa=H != KV)  # [segments, H, longest, d]
+        return out.transpose(1, 2).reshape(-1, H * d)[short.where]
     outs, at = [], 0
     for slot, start, n in plan.segments:
         kc[slot, :, start:start + n] = k[at:at + n].transpose(0, 1)
