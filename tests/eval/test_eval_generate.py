@@ -136,7 +136,7 @@ def test_generation_tasks_share_their_shots_and_the_engine_runs_them_once(long_m
     shared = len(os.path.commonprefix(ids))
     stats = fast._engine.stats()
     assert shared >= 2 * PREFIX_BLOCK
-    assert stats.prefix_hits >= 7 * (shared - shared % PREFIX_BLOCK)  # all but the first reused the shots
+    assert stats.prefix_hits >= 7 * shared  # all but the first reused the shots, to where the prompts part
 
 
 @pytest.mark.slow

@@ -114,8 +114,8 @@ def test_a_stored_prefix_is_reused_and_changes_nothing(engine):
     hits, before = engine.stats().prefix_hits, engine._stats["prefill_tokens"]
     warm = run(engine, b, p)
     shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    reused = shared - shared % PREFIX_BLOCK  # whole blocks
-    assert reused and engine.stats().prefix_hits - hits == reused
+    reused = shared  # where the prompts part, not the block before (kv.PrefixStore)
+    assert shared % PREFIX_BLOCK and engine.stats().prefix_hits - hits == reused
     assert engine._stats["prefill_tokens"] - before == len(b) - reused
     assert warm == cold
 
@@ -135,7 +135,7 @@ def test_prompts_arriving_with_a_shared_prefix_compute_it_once(engine):
     got = run_together(engine, [(ids, p) for ids in prompts])
     shared = min(next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
                  for a in prompts for b in prompts if a is not b)
-    reused = shared - shared % PREFIX_BLOCK
+    reused = shared
     assert reused >= 2 * PREFIX_BLOCK and engine._stats["prefix_hits"] - hits == 2 * reused
     assert engine._stats["prefill_tokens"] - prefilled == sum(map(len, prompts)) - 2 * reused
     assert [got[i] for i in range(3)] == alone

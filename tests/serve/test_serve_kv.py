@@ -35,9 +35,9 @@ def test_windows_follow_the_layer_types() -> None:
     assert windows(SimpleNamespace(num_hidden_layers=2)) == [0, 0]  # no layer_types at all (older configs)
 
 
-def test_prefix_store_finds_the_longest_whole_block_prefix_and_evicts_cleanly():
-    """Against brute force: the longest common prefix with any stored prompt, in whole blocks, below the last
-    token; evicted prompts leave no trace in the index."""
+def test_prefix_store_finds_the_longest_prefix_and_evicts_cleanly():
+    """Against brute force: the longest common prefix with any stored prompt (at least a whole block, the index's
+    unit; not cut to whole blocks), below the last token; evicted prompts leave no trace in the index."""
     import random
 
     from kollm.serve.kv import PREFIX_BLOCK, PrefixStore
@@ -51,7 +51,8 @@ def test_prefix_store_finds_the_longest_whole_block_prefix_and_evicts_cleanly():
         best = 0
         for toks in store.entries:
             n = next((i for i, (a, b) in enumerate(zip(toks, ids, strict=False)) if a != b), min(len(toks), len(ids)))
-            best = max(best, min(n, len(ids) - 1) // PREFIX_BLOCK * PREFIX_BLOCK)
+            n = min(n, len(ids) - 1)
+            best = max(best, n if n >= PREFIX_BLOCK else 0)
         assert store.reusable(ids) == best  # what a lookup would give, without touching the store
         hit, found = store.lookup(ids)
         assert hit == best and (found is None) == (best == 0)

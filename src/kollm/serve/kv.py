@@ -243,7 +243,7 @@ class Slots:
         return i
 
 
-PREFIX_BLOCK = 16  # tokens per block of the prefix index: prefixes are reused in whole blocks, as vLLM does
+PREFIX_BLOCK = 16  # tokens per block of the prefix index (vLLM's prefix caching hashes blocks of 16 too)
 
 
 def _blocks(ids: list[int] | tuple[int, ...], limit: int, salt: int = 0) -> list[int]:
@@ -261,8 +261,10 @@ class PrefixStore:
     few-shot prefix with every call). Least recently used first out, within `max_bytes`.
 
     Found through an index of chained block hashes (vLLM's prefix caching idea): a lookup hashes the prompt's
-    blocks and finds, by binary search, the deepest block the index holds: no stored prompt is compared token by
-    token under the engine lock (bench/serve_prefix.py: 1,000 entries).
+    blocks and finds, by binary search, the deepest block the index holds, then fewer than a block's worth of
+    tokens after it in the entries that start that way: no stored prompt is compared whole under the engine lock
+    (bench/serve_prefix.py: 1,000 entries). Unlike vLLM's paged blocks, an entry's KV is one piece, so the reuse
+    ends where the prompts part, not at the block before.
 
     KV depends on the LoRA adapter it was computed under (`salt`: the adapter's lora.Adapter.uid, never reused; 0
     for the base), so an adapter's entry is keyed by its tokens after the uid negated, a first "token" no prompt
@@ -276,24 +278,42 @@ class PrefixStore:
         self.bytes = 0
 
     def lookup(self, ids: list[int], salt: int = 0) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """The longest stored prefix of `ids` in whole blocks (at most len(ids) - 1 tokens: the last prompt token
-        must run to give the first logits), with its KV. A binary search over the prompt's blocks: a prefix of a
-        stored prefix is stored too."""
-        chain = _blocks(ids, len(ids) - 1, salt)
-        lo = self._depth(chain)
-        if lo == 0:
-            return 0, None
-        n = lo * PREFIX_BLOCK
-        key = next(iter(self.index[chain[lo - 1]]))  # any entry there holds these n tokens
-        stored, tokens = _split(key)
-        if stored != salt or tokens[:n] != tuple(ids[:n]):  # a hash collision (2^-64): never reuse the wrong KV
+        """The longest stored prefix of `ids` (at most len(ids) - 1 tokens: the last prompt token must run to give
+        the first logits), with its KV."""
+        n, key = self._find(ids, salt)
+        if key is None:
             return 0, None
         self.entries.move_to_end(key)
         return n, self.entries[key]
 
     def reusable(self, ids: list[int], salt: int = 0) -> int:
-        """How many tokens of `ids` a lookup would reuse now (a hash collision aside), touching nothing."""
-        return self._depth(_blocks(ids, len(ids) - 1, salt)) * PREFIX_BLOCK
+        """How many tokens of `ids` a lookup would reuse now, touching nothing."""
+        return self._find(ids, salt)[0]
+
+    def _find(self, ids: list[int], salt: int) -> tuple[int, tuple[int, ...] | None]:
+        """A binary search over the prompt's blocks finds the deepest whole block the index holds (a prefix of a
+        stored prefix is stored too); then the tokens after it that an entry starting that way shares, fewer than a
+        block: the KV is stored whole, so a prefix need not end on a block (few-shot prompts that differ in their
+        last line would otherwise each run up to 15 shared tokens again)."""
+        limit = len(ids) - 1
+        depth = self._depth(_blocks(ids, limit, salt))
+        if depth == 0:
+            return 0, None
+        n = depth * PREFIX_BLOCK
+        best, found = 0, None
+        for key in self.index[_blocks(ids, n, salt)[-1]]:  # fewer than a block compared in each: cheap
+            tokens = _split(key)[1]
+            m, end = n, min(limit, len(tokens))
+            while m < end and tokens[m] == ids[m]:
+                m += 1
+            if m > best:
+                best, found = m, key
+            if m == limit:  # none can give more
+                break
+        stored, tokens = _split(found)
+        if stored != salt or tokens[:n] != tuple(ids[:n]):  # a hash collision (2^-64): never reuse the wrong KV
+            return 0, None
+        return best, found
 
     def _depth(self, chain: list[int]) -> int:
         """How many of the chained block hashes `chain` the index holds (a binary search)."""

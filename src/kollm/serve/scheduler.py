@@ -78,8 +78,8 @@ class Scheduler:
         self.waiting[:0] = held  # first in line again, in their order
 
     def _coming(self, r: Sequence) -> int:
-        """How many tokens of r's prompt the prefix store will give it, in whole blocks, once a prompt being
-        prefilled now ends there (the engine stores every prompt the store does not have)."""
+        """How many tokens of r's prompt the prefix store will give it once a prompt being prefilled now ends there
+        (the engine stores every prompt the store does not have)."""
         if not self.prefixes.max_bytes:
             return 0
         best, limit, head = 0, len(r.ids) - 1, r.ids[:PREFIX_BLOCK]
@@ -88,7 +88,7 @@ class Scheduler:
                 continue
             n = next((i for i, (a, b) in enumerate(zip(x.ids[:limit], r.ids[:limit], strict=False)) if a != b),
                      min(limit, len(x.ids)))
-            best = max(best, n - n % PREFIX_BLOCK)
+            best = max(best, n if n >= PREFIX_BLOCK else 0)  # the store finds nothing shorter than a block
         return best
 
     def chunks(self) -> list[tuple[Sequence, int, int]]:
