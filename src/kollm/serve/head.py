@@ -4,11 +4,12 @@ A greedy step needs one number from the head: which token scores highest. On a C
 biggest read of a decode step (Gemma-3-270M's 262k x 640 head is 671 MB of its 1.07 GB), and a decode step is
 bound by reading weights. fbgemm's float16 GEMM (`quantized.linear_dynamic_fp16`: float16 weights, float32
 inputs, float32 accumulation) reads half the bytes and reuses each converted weight across the rows of a step.
-`python bench/serve_head.py` (2 cores, medians, Gemma-3-270M's head on its own hidden states, ms):
+`python bench/serve_head.py` (2 cores, medians, Gemma-3-270M's head on its own hidden states, ms of each row's
+argmax):
 
-    rows                       1      2      4      8     16     64
-    float32 (packed.py)      20.5   28.5   33.9   59.4   77.6  180.5
-    float16 + recheck        11.6   11.7   12.1   18.3   36.0  155.3
+    rows                          1      2      4      8     16     64
+    float32 slices (packed.py)  21.7   22.2   27.8   51.1   71.0  158.3
+    float16 + recheck           11.2   12.0   11.6   17.5   35.3  150.5
 
 Its logits are not the float32 ones, but they are close by a bound known in advance, so the argmax stays exact:
 each weight rounds to float16 with an error d_r per row, and by Cauchy-Schwarz a row's float16 logit is within
