@@ -356,13 +356,13 @@ class Engine(EngineBase):
         segs = [(slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
         self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
         fast = self._argmax_only([x for r, _, _ in chunks for x in (r, *r.followers)])
-        logits = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)  # fast: argmaxes
+        out = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)  # fast: argmaxes
         finished = []
         for j, (r, start, n) in enumerate(chunks):
             r.done = r.length = start + n
             if r.done == len(r.ids):
                 finished.append((r, j))
-        best = _best(logits, fast) if finished else []
+        best = _best(out, fast) if finished else []
         for r, j in finished:
             if self.prefixes.wants(r.ids, salt(r)):
                 self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length), salt(r))
@@ -374,7 +374,7 @@ class Engine(EngineBase):
                 group.append(f)
             r.followers = []
             for x in group:
-                self._emit(x, *self._row(logits, j, x, best, fast))
+                self._emit(x, *self._row(out, j, x, best, fast))
 
     def _decode_step(self) -> None:
         rows = [r for r in self.slots.decoding if r.pending >= 0]
@@ -393,17 +393,17 @@ class Engine(EngineBase):
                 self.policy.record("catch_up", 0, 0.0)
         fast = self._argmax_only(rows)
         with Timer() as t:
-            logits = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
-                                        [r.lora for r in rows], argmax_only=fast)  # fast: the argmaxes alone
+            out = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
+                                     [r.lora for r in rows], argmax_only=fast)  # fast: the argmaxes alone
         self.policy.record("decode", len(rows), t.seconds)
         for r in rows:
             r.length += 1
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
         # masking first would change nothing but cost a pass over rows x vocabulary.
-        best = _best(logits, fast)
+        best = _best(out, fast)
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
             r = rows[i]
-            self._emit(r, *self._row(logits, i, r, best, fast))
+            self._emit(r, *self._row(out, i, r, best, fast))
 
     def _draft(self, r: Sequence) -> list[int]:
         """r's draft for this step: what followed the last occurrence of its text's ending (serve/spec.py), no
@@ -438,9 +438,9 @@ class Engine(EngineBase):
         segs = [(i, r.length, [r.pending, *d]) for i, (r, d) in enumerate(zip(rows, drafts, strict=True))]
         fast = self._argmax_only(rows)
         with Timer() as t:
-            logits = self.runner.prefill(segs, [r.lora for r in rows], every=True, argmax_only=fast)
-        self.policy.record("check", logits.shape[0], t.seconds)
-        best = _best(logits, fast)
+            out = self.runner.prefill(segs, [r.lora for r in rows], every=True, argmax_only=fast)
+        self.policy.record("check", out.shape[0], t.seconds)
+        best = _best(out, fast)
         starts = [0]
         for _, _, chunk in segs[:-1]:
             starts.append(starts[-1] + len(chunk))
@@ -451,7 +451,7 @@ class Engine(EngineBase):
             kept = 0
             for j in range(len(d) + 1):
                 r.length = base + j + 1  # the pending token and the j drafts before this position are in the cache
-                if self._emit(r, *self._row(logits, at + j, r, best, fast)):
+                if self._emit(r, *self._row(out, at + j, r, best, fast)):
                     break
                 if j == len(d) or r.pending != d[j]:
                     break
@@ -469,15 +469,15 @@ class Engine(EngineBase):
         changing its logits, no log-probabilities to report."""
         return all(is_plain_greedy(r.p) and r.p.logprobs is None for r in rows)
 
-    def _row(self, logits: torch.Tensor, i: int, r: Sequence, best: list[int], fast: bool,
+    def _row(self, out: torch.Tensor, i: int, r: Sequence, best: list[int], fast: bool,
              ) -> tuple[torch.Tensor | None, int | None]:
-        """Row i's logits and greedy token for r. After an argmax-only step (`fast`: there are no logits), a greedy
-        row takes its argmax, and a row whose argmax r cannot take as is (the UTF-8 guard refuses it) is masked and
-        sampled from its exact logits."""
+        """Row i's logits and greedy token for r, from the step's output `out`: logits, or after an argmax-only step
+        (`fast`) the argmaxes alone, where a greedy row takes its argmax and a row whose argmax r cannot take as is
+        (the UTF-8 guard refuses it) is masked and sampled from its exact logits."""
         greedy = self._greedy(r, best[i])
         if fast:
             return (self.runner.exact_row(i), None) if greedy is None else (None, greedy)
-        return logits[i], greedy
+        return out[i], greedy
 
     def _emit(self, r: Sequence, logits: torch.Tensor | None, greedy: int | None = None) -> bool:
         """r's next token and what it releases; a finished r leaves its slot (True). Whatever goes wrong here fails
