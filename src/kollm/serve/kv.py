@@ -296,12 +296,13 @@ class PrefixStore:
         block: the KV is stored whole, so a prefix need not end on a block (few-shot prompts that differ in their
         last line would otherwise each run up to 15 shared tokens again)."""
         limit = len(ids) - 1
-        depth = self._depth(_blocks(ids, limit, salt))
+        chain = _blocks(ids, limit, salt)
+        depth = self._depth(chain)
         if depth == 0:
             return 0, None
         n = depth * PREFIX_BLOCK
         best, found = 0, None
-        for key in self.index[_blocks(ids, n, salt)[-1]]:  # fewer than a block compared in each: cheap
+        for key in self.index[chain[depth - 1]]:  # fewer than a block compared in each: cheap
             tokens = _split(key)[1]
             m, end = n, min(limit, len(tokens))
             while m < end and tokens[m] == ids[m]:

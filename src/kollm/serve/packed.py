@@ -125,11 +125,10 @@ class PackedLinear(nn.Module):
         of ~220, bench/serve_head.py)."""
         flat = x.reshape(-1, self.in_features)
         rows = flat.shape[0]
-        padded = _padded(flat)
-        if not (self.big and SLICED_MIN_ROWS <= len(padded) and rows < LINEAR_MIN_ROWS):
+        if not (self.big and SLICED_MIN_ROWS <= _pad_rows(rows) and rows < LINEAR_MIN_ROWS):
             return argmax_rows(self.forward(flat))
         best = where = None
-        for s, part in self._slices(padded):
+        for s, part in self._slices(_padded(flat)):
             value, index = part.max(dim=0)  # the first of equal maxima, as argmax
             if best is None:
                 best, where = value, index
@@ -159,10 +158,14 @@ class PackedLinear(nn.Module):
             yield s, torch.mm(w, x.T) if self.bias is None else torch.addmm(self.bias[s:s + SLICE, None], w, x.T)
 
 
+def _pad_rows(rows: int) -> int:
+    """How many rows (W x^T) runs for x of `rows` rows: a multiple of PAD_ROWS from PAD_FROM_ROWS on (see above)."""
+    return rows if rows < PAD_FROM_ROWS else -(-rows // PAD_ROWS) * PAD_ROWS
+
+
 def _padded(flat: torch.Tensor) -> torch.Tensor:
-    """x with zero rows added up to a multiple of PAD_ROWS, from PAD_FROM_ROWS rows on (see above)."""
-    rows = flat.shape[0]
-    padded = rows if rows < PAD_FROM_ROWS else -(-rows // PAD_ROWS) * PAD_ROWS
+    """x with zero rows added up to `_pad_rows` of its rows."""
+    rows, padded = flat.shape[0], _pad_rows(flat.shape[0])
     return flat if padded == rows else torch.cat([flat, flat.new_zeros(padded - rows, flat.shape[1])])
 
 
