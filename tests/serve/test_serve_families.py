@@ -118,3 +118,61 @@ def test_short_segments_attend_as_one_batch_as_one_by_one(family, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     for a, b in zip(got_cache.k + got_cache.v, want_cache.k + want_cache.v, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_decode_rows_ride_along_with_prefills_as_alone(family_engine, monkeypatch):
+    """While prompts prefill, the decoding rows run in the same forward (`Engine._mixed_step`) through the engine's
+    own forward, and apart through transformers': either way each request gets what it gets alone."""
+    engine = family_engine
+    calls = []
+    mixed = engine.runner.mixed
+    monkeypatch.setattr(engine.runner, "mixed", lambda *a, **k: calls.append(len(a[0])) or mixed(*a, **k))
+    texts = ["서울에서 부산까지", "대한민국의 수도는 서울이고 부산은 항구 도시이며 제주도는 섬이다. 그리고",
+             "김치찌개를 만들려면 돼지고기와 김치를 먼저 볶고 물을 붓는다. 그 다음에는", "한국어"]
+    prompts = [engine.encode(t) for t in texts]
+    assert engine_greedy_together(engine, prompts, [12, 8, 8, 6]) == [hf_greedy(engine, ids, n) for ids, n in
+                                                                        zip(prompts, [12, 8, 8, 6], strict=True)]
+    assert bool(calls) == (engine.runner.forward is not None)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_a_mixed_step_is_a_decode_step_and_a_prefill(family):
+    """One forward over decode rows and prompt chunks (kv.Mixed) gives the logits and the cache that a decode step
+    and a packed prefill give one after the other: long and short chunks, past the sliding window."""
+    from transformers import AutoModelForCausalLM
+
+    from kollm.serve.forward import Forward
+    from kollm.serve.kv import Decode, Mixed, Prefill, SlotCache
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(family, 300)).eval()
+    fwd = Forward.build(model)
+    g = torch.Generator().manual_seed(1)
+    first = torch.randint(0, 300, (40 + 27 + 5,), generator=g)  # what is in the cache before the step
+    dec_ids, pre_ids = torch.randint(0, 300, (2,), generator=g), torch.randint(0, 300, (33 + 4,), generator=g)
+
+    def cache_before() -> SlotCache:
+        cache = SlotCache(len(fwd.layers))
+        cache.reserve(4, 96)
+        segs = [(0, 0, 40), (1, 0, 27), (3, 0, 5)]  # slots 0, 1 decode next; 3 goes on prefilling, 2 starts
+        cache.plan = Prefill(segs)
+        fwd(first, torch.cat([torch.arange(n) for _, _, n in segs]), cache.plan, cache)
+        return cache
+
+    decode, prefill = Decode(torch.tensor([40, 27]), 41), Prefill([(2, 0, 33), (3, 5, 4)])
+    pre_pos = torch.cat([torch.arange(0, 33), torch.arange(5, 9)])
+    want_cache = cache_before()
+    want_cache.plan = decode
+    want = [fwd(dec_ids, decode.pos, decode, want_cache)]
+    want_cache.plan = prefill
+    want.append(fwd(pre_ids, pre_pos, prefill, want_cache, torch.tensor([32, 36])))
+    got_cache = cache_before()
+    got_cache.plan = Mixed(decode, prefill)
+    got = fwd(torch.cat([dec_ids, pre_ids]), torch.cat([decode.pos, pre_pos]), got_cache.plan, got_cache,
+              torch.tensor([0, 1, 2 + 32, 2 + 36]))
+    torch.testing.assert_close(got, torch.cat(want), rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_cache.k + got_cache.v, want_cache.k + want_cache.v, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    got_ids = fwd(torch.cat([dec_ids, pre_ids]), torch.cat([decode.pos, pre_pos]), Mixed(decode, prefill),
+                  cache_before(), torch.tensor([0, 1, 2 + 32, 2 + 36]), argmax_only=True)
+    assert got_ids.tolist() == torch.cat(want).argmax(-1).tolist()

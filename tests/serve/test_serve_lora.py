@@ -116,8 +116,16 @@ def test_the_base_and_several_adapters_decode_in_the_same_steps(engine, referenc
         seen["decode"].append({a.name if a else None for a in loras or []})
         return decode(tokens, positions, loras, **kw)
 
+    def spy_mixed(tokens, positions, segments, loras=None, **kw):  # decode rows riding along with a prefill
+        names = [a.name if a else None for a in loras or [None] * (len(tokens) + len(segments))]
+        seen["decode"].append(set(names[:len(tokens)]))
+        seen["prefill"].append(set(names[len(tokens):]))
+        return mixed(tokens, positions, segments, loras, **kw)
+
+    mixed = runner.mixed
     monkeypatch.setattr(runner, "prefill", spy_prefill)
     monkeypatch.setattr(runner, "decode", spy_decode)
+    monkeypatch.setattr(runner, "mixed", spy_mixed)
     jobs = [(engine.encode(t), lora) for t in TEXTS for lora in [None, *SPECS]]
     got = engine_greedy_together(engine, [ids for ids, _ in jobs], [10] * len(jobs), [lora for _, lora in jobs],
                                  ignore_eos=False)

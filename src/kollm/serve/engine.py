@@ -5,7 +5,8 @@ One thread, the step loop, owns the model. Each step
   1. takes new requests and drops cancelled ones (a closed stream frees its slot here, within one step), and admits
      waiting ones (serve/scheduler.py: slots, the KV budget, shared prompts, stored prefixes);
   2. runs one packed prefill of up to `prefill_chunk` prompt tokens over the waiting prompts (serve/runner.py);
-  3. runs one decode forward over every running request and samples each row with its own seeded generator
+  3. runs one decode forward over every running request (in the engine's own forward, the same forward as the
+     prefill when there is one: `_mixed_step`) and samples each row with its own seeded generator
      (serve/sequence.py), whose output processor (serve/output.py) releases text, logprobs and stop decisions;
      when drafting pays (serve/spec.py), the forward checks each row's drafted tokens too (from its own text, or
      from a draft model: serve/draft.py) and a row may output several tokens in one step, exactly those it would
@@ -292,11 +293,12 @@ class Engine(EngineBase):
                     self._take_inbox()
                     sched.drop_cancelled()
                     sched.admit()
-                    if self.slots.prefilling:
-                        self._prefill_step()
-                        self._flush()  # first tokens leave now, not after this step's decode
-                    if self.slots.decoding:
-                        self._decode_step()
+                    if not (self.slots.prefilling and self._mixed_step()):
+                        if self.slots.prefilling:
+                            self._prefill_step()
+                            self._flush()  # first tokens leave now, not after this step's decode
+                        if self.slots.decoding:
+                            self._decode_step()
                     if self.drafter is not None:
                         self.drafter.sweep()  # the draft KV of requests that left
                     self._stats["steps"] += 1
@@ -352,17 +354,29 @@ class Engine(EngineBase):
         self.slots.remove(r)
 
     def _prefill_step(self) -> None:
-        slots, chunks = self.slots, self.scheduler.chunks()
-        segs = [(slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
-        self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
+        chunks = self.scheduler.chunks()
         fast = self._argmax_only([x for r, _, _ in chunks for x in (r, *r.followers)])
-        out = self.runner.prefill(segs, [r.lora for r, _, _ in chunks], argmax_only=fast)  # fast: argmaxes
-        finished = []
+        out = self.runner.prefill(self._segments(chunks), [r.lora for r, _, _ in chunks], argmax_only=fast)
+        self._prefilled(chunks, out, None, fast)  # fast: `out` holds the argmaxes
+
+    def _segments(self, chunks: list[tuple[Sequence, int, int]]) -> list[tuple[int, int, list[int]]]:
+        """The runner's segments for this step's prompt chunks: (slot, first position, tokens); counted in the
+        stats."""
+        self._stats["prefill_tokens"] += sum(n for _, _, n in chunks)
+        return [(self.slots.slot(r), start, r.ids[start:start + n]) for r, start, n in chunks]
+
+    def _prefilled(self, chunks: list[tuple[Sequence, int, int]], out: torch.Tensor, best: list[int] | None,
+                   fast: bool, at: int = 0) -> None:
+        """After the forward: the chunks are in the cache; a finished prompt is stored for reuse, joins the decoding
+        requests (its followers fork from it) and outputs its first token, from row `at` + its chunk's index.
+        `best`: the rows' argmaxes (None: taken from `out` if a prompt finished)."""
+        slots, finished = self.slots, []
         for j, (r, start, n) in enumerate(chunks):
             r.done = r.length = start + n
             if r.done == len(r.ids):
-                finished.append((r, j))
-        best = _best(out, fast) if finished else []
+                finished.append((r, at + j))
+        if finished and best is None:
+            best = _best(out, fast)
         for r, j in finished:
             if self.prefixes.wants(r.ids, salt(r)):
                 self.prefixes.add(r.ids, self.cache.export(slots.slot(r), r.length), salt(r))
@@ -376,11 +390,40 @@ class Engine(EngineBase):
             for x in group:
                 self._emit(x, *self._row(out, j, x, best, fast))
 
-    def _decode_step(self) -> None:
+    def _mixed_step(self) -> bool:
+        """This step's prompt chunks and decode rows in one forward (vLLM's chunked prefill with decodes): the rows
+        ride along with the prompt tokens, sharing every GEMM and the head, instead of a forward of their own. Such
+        a step does not draft (its forward is priced by the prompt tokens, not the rows; the next one may), and the
+        requests whose prompts it finishes decode from the next step on. False (nothing done) when it does not apply:
+        no row to decode, or transformers' forward (one kind of step at a time)."""
+        rows = self._rows()
+        if not rows or not self.runner.mixes:
+            return False
+        if self.drafter is not None:  # feeding prompts to the draft: a recent average over every decode step
+            self.policy.record("catch_up", 0, 0.0)
+        chunks = self.scheduler.chunks()
+        fast = self._argmax_only(rows + [x for r, _, _ in chunks for x in (r, *r.followers)])
+        out = self.runner.mixed([r.pending for r in rows], [r.length for r in rows], self._segments(chunks),
+                                [r.lora for r in rows] + [r.lora for r, _, _ in chunks], argmax_only=fast)
+        best = _best(out, fast)
+        for r in rows:
+            r.length += 1
+        # prompts first: the finished ones join the decoding requests after these rows, whose slots stay put
+        self._prefilled(chunks, out, best, fast, at=len(rows))
+        for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
+            self._emit(rows[i], *self._row(out, i, rows[i], best, fast))
+        return True
+
+    def _rows(self) -> list[Sequence]:
+        """The decoding requests with a token to feed: slots 0..B-1."""
         rows = [r for r in self.slots.decoding if r.pending >= 0]
+        assert rows == self.slots.decoding[:len(rows)]  # every decoding request has a token to feed
+        return rows
+
+    def _decode_step(self) -> None:
+        rows = self._rows()
         if not rows:
             return
-        assert rows == self.slots.decoding[:len(rows)]  # every decoding request has a token to feed
         if any(r.draft is not None for r in rows):
             drafts = [self._draft(r) for r in rows]
             k = self.policy.choose(drafts, [r.draft.accept if r.draft else 0.0 for r in rows])

@@ -10,7 +10,8 @@ modules, but
   - normalises q and k together and rotates them together;
   - writes K/V straight into the slot cache and attends over a view of it: a decode step attends each query
     head group as a block (no repeated K/V for grouped-query attention), a packed prefill runs one attention per
-    prompt chunk (no mask across prompts);
+    prompt chunk (no mask across prompts), and a step that does both (`Mixed`) shares every GEMM and the head
+    between them and attends each part as it would alone;
   - adds LoRA deltas per row (serve/lora.py): the plan says which rows run which adapter, so the base and several
     adapters decode in the same step, each delta added to its slice of the fused q/k/v or gate/up output.
 Tests compare it token for token with transformers' `generate` for each family (tests/serve/test_serve_families.py).
@@ -27,7 +28,7 @@ from torch import nn
 
 from kollm.runtime import drop_file_pages
 from kollm.serve.head import OutputHead
-from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
+from kollm.serve.kv import Decode, Mixed, Prefill, SlotCache, allowed, windows
 from kollm.serve.packed import PackedLinear
 
 FAMILIES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM"}
@@ -107,12 +108,12 @@ class Forward:
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, plan: Decode | Prefill, cache: SlotCache,
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, plan: Decode | Prefill | Mixed, cache: SlotCache,
                  rows: torch.Tensor | None = None, argmax_only: bool = False) -> torch.Tensor:
         """Logits [R, vocab] (float32) for tokens `ids` [T] at positions `pos` [T]: every token of a decode
-        step, or the rows `rows` of a packed prefill. K/V of all T tokens go into `cache` as `plan` says.
-        `argmax_only`: each row's argmax token [R] instead of its logits (serve/head.py; `self.head.exact_row`
-        gives a row's logits afterwards)."""
+        step, or the rows `rows` of a packed prefill (or of a mixed step's tokens). K/V of all T tokens go into
+        `cache` as `plan` says. `argmax_only`: each row's argmax token [R] instead of its logits (serve/head.py;
+        `self.head.exact_row` gives a row's logits afterwards)."""
         h = self.embed(ids)  # [T, hidden]
         tables = {}
         for layer in self.layers:
@@ -185,9 +186,12 @@ def _packed(linear: nn.Linear) -> PackedLinear:
 class _Masks:
     """Boolean attention masks, built once per forward and shared by the layers with the same window."""
 
-    def __init__(self, plan: Decode | Prefill, pos: torch.Tensor) -> None:
+    def __init__(self, plan: Decode | Prefill | Mixed, pos: torch.Tensor) -> None:
         self.plan, self.pos = plan, pos
         self.cache: dict = {}
+        if isinstance(plan, Mixed):  # each part's masks, as if it ran alone
+            B = len(plan.decode.pos)
+            self.parts = (_Masks(plan.decode, pos[:B]), _Masks(plan.prefill, pos[B:]))
 
     def decode(self, window: int) -> tuple[int, torch.Tensor]:
         """(first key position to attend, mask [B, 1, 1, keys]) for a decode step."""
@@ -248,8 +252,12 @@ class _Short:
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
-            plan: Decode | Prefill, masks: _Masks, layer: _Layer) -> torch.Tensor:
+            plan: Decode | Prefill | Mixed, masks: _Masks, layer: _Layer) -> torch.Tensor:
     H, KV, d = q.shape[1], k.shape[1], q.shape[2]
+    if isinstance(plan, Mixed):  # the decode rows' tokens come first
+        B, (dm, pm) = len(plan.decode.pos), masks.parts
+        return torch.cat([_attend(q[:B], k[:B], v[:B], kc, vc, plan.decode, dm, layer),
+                          _attend(q[B:], k[B:], v[B:], kc, vc, plan.prefill, pm, layer)])
     if isinstance(plan, Decode):
         B = q.shape[0]
         slots = torch.arange(B, device=q.device)

@@ -62,12 +62,22 @@ class Prefill:
     lora: LoraRows | None = None  # which tokens (whole segments) run which LoRA adapter
 
 
+@dataclass
+class Mixed:
+    """A decode step and a packed prefill in one forward (the engine's own forward only): the decode rows' tokens
+    first, as `decode` says, then the prompt chunks, as `prefill` says."""
+
+    decode: Decode
+    prefill: Prefill
+    lora: LoraRows | None = None  # which of all the tokens run which LoRA adapter
+
+
 class SlotCache:
     def __init__(self, layers: int) -> None:
         self.k: list[torch.Tensor | None] = [None] * layers
         self.v: list[torch.Tensor | None] = [None] * layers
         self.slots, self.capacity = 0, 0  # what `reserve` asked for; layers follow at their next update
-        self.plan: Decode | Prefill | None = None
+        self.plan: Decode | Prefill | Mixed | None = None  # transformers' forward: never Mixed
 
     # ---- what the model calls ---------------------------------------------------------------------------
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, kwargs: object = None,

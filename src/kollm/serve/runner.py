@@ -1,5 +1,6 @@
 """Running the model for one engine step: a packed prefill (chunks of several prompts back to back in one row, each
-writing its own slot of the cache) or a batched decode (one new token for each of slots 0..B-1).
+writing its own slot of the cache), a batched decode (one new token for each of slots 0..B-1), or, in the engine's
+own forward, both in one forward (`mixed`).
 
 For Llama, Qwen2, Qwen3 and Gemma 3 the forward is the engine's own (serve/forward.py: fused GEMMs on the model's
 weights, ~1.2-1.5x transformers' forward per step); any other family runs transformers' forward with serve/packed.py's
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kollm.serve.forward import Forward
-from kollm.serve.kv import Decode, Prefill, SlotCache, allowed, windows
+from kollm.serve.kv import Decode, Mixed, Prefill, SlotCache, allowed, windows
 from kollm.serve.lora import Adapter, LoraRows, Stacks
 from kollm.serve.packed import pack_linears
 from kollm.serve.sampling import argmax_rows
@@ -98,6 +99,34 @@ class ModelRunner:
         return self._argmax(self.model(input_ids=ids[:, None], position_ids=pos[:, None],
                                        attention_mask=self._masks(pos[:, None], k[None].expand(len(tokens), -1), None),
                                        cache=self.cache, use_cache=True).logits[:, -1].float(), argmax_only)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether `mixed` runs (the engine's own forward; transformers' takes one kind of step at a time)."""
+        return self.forward is not None
+
+    def mixed(self, tokens: list[int], positions: list[int], segments: list[tuple[int, int, list[int]]],
+              loras: list[Adapter | None] | None = None, argmax_only: bool = False) -> torch.Tensor:
+        """A decode step of slots 0..B-1 (`tokens` at `positions`, as `decode`) and a packed prefill of `segments`
+        (as `prefill`) in one forward: every GEMM and the head run once over both. [B + len(segments), vocab]
+        logits (or argmaxes, `argmax_only`): the decode rows, then each chunk's last token. `loras`: the decode
+        rows' adapters, then the segments'."""
+        assert self.forward is not None, "mixed steps run only in the engine's own forward"
+        dev, B = self.device, len(tokens)
+        ids, qpos, last = list(tokens), list(positions), list(range(B))
+        for _, start, chunk in segments:
+            ids += chunk
+            qpos += range(start, start + len(chunk))
+            last.append(len(ids) - 1)
+        pos = torch.tensor(positions, device=dev)
+        sizes = [1] * B + [len(chunk) for _, _, chunk in segments]
+        lora = LoraRows.build(list(zip(loras, sizes, strict=True)), dev) if loras else None
+        self.cache.plan = Mixed(Decode(pos, int(pos.max()) + 1),
+                                Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments]), lora)
+        self.cache.reserve(max(B, max(slot for slot, _, _ in segments) + 1),
+                           max(max(positions), max(start + len(chunk) for _, start, chunk in segments)) + 1)
+        return self.forward(torch.tensor(ids, device=dev), torch.tensor(qpos, device=dev), self.cache.plan,
+                            self.cache, torch.tensor(last, device=dev), argmax_only)
 
     def score(self, ids: list[int], lora: Adapter | None) -> torch.Tensor:
         """Logits [len(ids), vocab] of every position of one prompt, in a cache of its own (prompt scoring under
