@@ -406,12 +406,9 @@ class Engine(EngineBase):
         out = self.runner.mixed([r.pending for r in rows], [r.length for r in rows], self._segments(chunks),
                                 [r.lora for r in rows] + [r.lora for r, _, _ in chunks], argmax_only=fast)
         best = _best(out, fast)
-        for r in rows:
-            r.length += 1
         # prompts first: the finished ones join the decoding requests after these rows, whose slots stay put
         self._prefilled(chunks, out, best, fast, at=len(rows))
-        for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
-            self._emit(rows[i], *self._row(out, i, rows[i], best, fast))
+        self._decoded(rows, out, best, fast)
         return True
 
     def _rows(self) -> list[Sequence]:
@@ -439,14 +436,16 @@ class Engine(EngineBase):
             out = self.runner.decode([r.pending for r in rows], [r.length for r in rows],
                                      [r.lora for r in rows], argmax_only=fast)  # fast: the argmaxes alone
         self.policy.record("decode", len(rows), t.seconds)
-        for r in rows:
-            r.length += 1
         # One argmax for the whole batch. A greedy row whose best token keeps the output valid UTF-8 is done:
         # masking first would change nothing but cost a pass over rows x vocabulary.
-        best = _best(out, fast)
+        self._decoded(rows, out, _best(out, fast), fast)
+
+    def _decoded(self, rows: list[Sequence], out: torch.Tensor, best: list[int], fast: bool) -> None:
+        """After a forward that fed each row its pending token (rows 0..B-1 of `out`): each row's next token."""
+        for r in rows:
+            r.length += 1
         for i in reversed(range(len(rows))):  # reversed: a finished row moves the last one into its slot
-            r = rows[i]
-            self._emit(r, *self._row(out, i, r, best, fast))
+            self._emit(rows[i], *self._row(out, i, rows[i], best, fast))
 
     def _draft(self, r: Sequence) -> list[int]:
         """r's draft for this step: what followed the last occurrence of its text's ending (serve/spec.py), no

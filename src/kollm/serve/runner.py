@@ -54,28 +54,24 @@ class ModelRunner:
         `every`: logits at every token of every chunk instead, [total tokens, vocab] (speculative decoding checks
         a row's drafted tokens in one chunk: serve/spec.py). `argmax_only`: each row's argmax token [rows] instead
         of its logits (serve/head.py; `exact_row` gives a row's logits afterwards)."""
-        ids, qpos, kpos, qseg, kseg, last = [], [], [], [], [], []
-        for j, (_, start, chunk) in enumerate(segments):
-            n = len(chunk)
-            ids += chunk
-            qpos += range(start, start + n)
-            kpos += range(start + n)
-            qseg += [j] * n
-            kseg += [j] * (start + n)
-            last.append(len(ids) - 1)
+        ids, qpos, last = [], [], []
+        _pack(segments, ids, qpos, last)
         dev = self.device
         q = torch.tensor(qpos, device=dev)
         rows = torch.arange(len(ids), device=dev) if every else torch.tensor(last, device=dev)
         lora = LoraRows.build([(a, len(chunk)) for a, (_, _, chunk) in zip(loras, segments, strict=True)], dev) \
             if loras else None
-        self.cache.plan = Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments], lora)
+        self.cache.plan = Prefill(_spans(segments), lora)
         self.cache.reserve(max(slot for slot, _, _ in segments) + 1,
                            max(start + len(chunk) for _, start, chunk in segments) + 1)
         if self.forward is not None:
             return self.forward(torch.tensor(ids, device=dev), q, self.cache.plan, self.cache,
                                 None if every else rows, argmax_only)
         assert lora is None, "LoRA adapters run only in the engine's own forward"
-        k = torch.tensor(kpos, device=dev)
+        # transformers' forward sees the chunks as one row: each query may see only its own prompt's keys
+        k = torch.tensor([p for _, start, chunk in segments for p in range(start + len(chunk))], device=dev)
+        qseg = [j for j, (_, _, chunk) in enumerate(segments) for _ in chunk]
+        kseg = [j for j, (_, start, chunk) in enumerate(segments) for _ in range(start + len(chunk))]
         same = torch.tensor(qseg, device=dev)[:, None] == torch.tensor(kseg, device=dev)[None, :]
         return self._argmax(self.model(input_ids=torch.tensor([ids], device=dev), position_ids=q[None],
                                        attention_mask=self._masks(q, k, same), cache=self.cache, use_cache=True,
@@ -114,15 +110,11 @@ class ModelRunner:
         assert self.forward is not None, "mixed steps run only in the engine's own forward"
         dev, B = self.device, len(tokens)
         ids, qpos, last = list(tokens), list(positions), list(range(B))
-        for _, start, chunk in segments:
-            ids += chunk
-            qpos += range(start, start + len(chunk))
-            last.append(len(ids) - 1)
+        _pack(segments, ids, qpos, last)
         pos = torch.tensor(positions, device=dev)
         sizes = [1] * B + [len(chunk) for _, _, chunk in segments]
         lora = LoraRows.build(list(zip(loras, sizes, strict=True)), dev) if loras else None
-        self.cache.plan = Mixed(Decode(pos, int(pos.max()) + 1),
-                                Prefill([(slot, start, len(chunk)) for slot, start, chunk in segments]), lora)
+        self.cache.plan = Mixed(Decode(pos, int(pos.max()) + 1), Prefill(_spans(segments)), lora)
         self.cache.reserve(max(B, max(slot for slot, _, _ in segments) + 1),
                            max(max(positions), max(start + len(chunk) for _, start, chunk in segments)) + 1)
         return self.forward(torch.tensor(ids, device=dev), torch.tensor(qpos, device=dev), self.cache.plan,
@@ -151,3 +143,17 @@ class ModelRunner:
             masks[k] = torch.zeros(m.shape, dtype=self.model.dtype, device=m.device).masked_fill(~m, float("-inf")) \
                 if self.additive else m
         return masks if self.window else masks["full_attention"]
+
+
+def _pack(segments: list[tuple[int, int, list[int]]], ids: list[int], qpos: list[int], last: list[int]) -> None:
+    """A packed prefill's layout, appended: each chunk's tokens to `ids`, their positions to `qpos`, the row of
+    its last token to `last`."""
+    for _, start, chunk in segments:
+        ids += chunk
+        qpos += range(start, start + len(chunk))
+        last.append(len(ids) - 1)
+
+
+def _spans(segments: list[tuple[int, int, list[int]]]) -> list[tuple[int, int, int]]:
+    """(slot, start, count) of each segment: what a `Prefill` plan holds."""
+    return [(slot, start, len(chunk)) for slot, start, chunk in segments]
