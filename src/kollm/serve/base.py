@@ -21,7 +21,7 @@ from kollm.special_tokens import IM_END, encode_with_bos
 
 class EngineBase:
     def __init__(self, model: torch.nn.Module, tokenizer: object, name: str, chat_template: str | None = None,
-                 mask_pii: bool = False) -> None:
+                 mask_pii: bool = False, utf8_guard: bool = True) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.mask_pii = mask_pii  # outputs are PII-masked before they leave (`--mask-pii`, serve/output.py)
         self.device = next(model.parameters()).device  # load_hf_causal_lm placed it by kollm.runtime
@@ -35,13 +35,12 @@ class EngineBase:
             tokenizer.chat_template = chat_template
         eos = getattr(gen, "eos_token_id", None) or tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        self.utf8 = Utf8Guard(tokenizer, self.vocab)  # valid UTF-8 by construction (serve/utf8.py)
+        self.utf8 = Utf8Guard(tokenizer, self.vocab, utf8_guard)  # valid UTF-8 by construction (serve/utf8.py)
         self.grammars = Grammars(tokenizer, self.vocab)  # response_format (serve/structured.py)
         # special tokens are zero-width in an echoed prompt
         self.sampler = Sampler(self.utf8, self.grammars, eos_ids, frozenset(tokenizer.all_special_ids), self.device)
         self.lock = threading.Lock()  # the model runs one forward at a time: steps, and prompt scoring
         self.loras: dict[str, Adapter] = {}  # LoRA adapters by the name clients send as `model`
-        self._longest = max(map(len, self.utf8.pieces), default=1) or 1
 
     # ---- text and tokens ---------------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -75,7 +74,7 @@ class EngineBase:
         return token_string(data), data
 
     def min_tokens(self, text_bytes: int) -> int:
-        return text_bytes // self._longest  # no token is longer than the vocabulary's longest piece
+        return text_bytes // self.utf8.longest  # no token is longer than the vocabulary's longest piece
 
     def grammar(self, kind: str, schema: dict | None) -> str:
         grammar = Grammars.grammar(kind, schema)

@@ -147,11 +147,9 @@ class DraftModel:
         for step in range(k):
             best = self.runner.prefill(segs, argmax_only=True).tolist()  # the argmax at each chunk's last token
             for i, b in enumerate(best):  # one the UTF-8 rule refuses (or past the vocabulary): the best allowed
-                if b >= self.utf8.blocked.shape[-1] or self.utf8.blocked[owed[i], b]:
-                    row = self.runner.exact_row(i)
-                    V = min(row.shape[-1], self.utf8.blocked.shape[-1])  # a padded vocabulary's extra rows
-                    blocked = self.utf8.blocked[owed[i], :V].to(row.device)
-                    best[i] = int(row[:V].masked_fill(blocked, float("-inf")).argmax())
+                if self.utf8.refuses(owed[i], b):
+                    row = self.runner.exact_row(i)[: self.utf8.vocab]  # not a padded vocabulary's extra rows
+                    best[i] = int(self.utf8.mask(row, owed[i]).argmax())
             for i, (st, (_, _, chunk)) in enumerate(zip(states, segs, strict=True)):
                 st.tokens += chunk
                 if step == 0:

@@ -90,8 +90,8 @@ class _LoopSink(_Sink):
 class Engine(EngineBase):
     def __init__(self, model: torch.nn.Module, tokenizer: object, name: str, chat_template: str | None = None,
                  config: EngineConfig | None = None, mask_pii: bool = False) -> None:
-        super().__init__(model, tokenizer, name, chat_template, mask_pii)
         self.cfg = config or EngineConfig()
+        super().__init__(model, tokenizer, name, chat_template, mask_pii, self.cfg.utf8_guard)
         mc = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.cache = SlotCache(int(mc.num_hidden_layers))
         self.slots = Slots(self.cache)
@@ -105,8 +105,6 @@ class Engine(EngineBase):
                              f"({self.max_len} positions); give at most {self.max_len}")
         if self.cfg.max_model_len > 0:
             self.max_len = self.cfg.max_model_len
-        if not self.cfg.utf8_guard:
-            self.utf8.blocked = torch.zeros_like(self.utf8.blocked)  # nothing is masked: every token is allowed
         self.policy, self.spec_stats = Policy(), SpecStats()
         self._trimmed_at = 0
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
@@ -504,7 +502,7 @@ class Engine(EngineBase):
 
     def _greedy(self, r: Sequence, best: int) -> int | None:
         """The row's argmax when it is the greedy choice as is: no grammar, and it keeps the output valid UTF-8."""
-        return best if r.constraint is None and not self.utf8.blocked[r.owed, best] else None
+        return best if r.constraint is None and not self.utf8.refuses(r.owed, best) else None
 
     def _argmax_only(self, rows: list[Sequence]) -> bool:
         """Whether a step of these rows needs only each row's argmax (serve/head.py): every row greedy, nothing

@@ -11,6 +11,8 @@ allowed and the state they leave.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import cached_property
 
 import torch
 
@@ -72,25 +74,65 @@ def _whole(data: bytes) -> bool:
     return True
 
 
-def token_bytes(tokenizer: object) -> list[bytes | None]:
-    """Each token id's bytes, or None where they cannot be known (then the token is never masked)."""
+def _reader(tokenizer: object):
+    """token id -> its bytes (None where they cannot be known: then the token is never masked)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
     decode = _gpt2_byte_decoder() if byte_level else None
     added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})  # special and added tokens: plain text
-    out: list[bytes | None] = []
-    for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+    name = backend.id_to_token if backend is not None else tokenizer.convert_ids_to_tokens
+
+    def read(i: int) -> bytes | None:
+        tok = name(i)
         if tok is None:
-            out.append(None)
-        elif i in added:
-            out.append(tok.encode("utf-8"))
-        elif decode is not None:
-            out.append(bytes(decode[c] for c in tok) if all(c in decode for c in tok) else tok.encode("utf-8"))
-        elif m := _BYTE_TOKEN.match(tok):
-            out.append(bytes([int(m.group(1), 16)]))
-        else:
-            out.append(tok.replace("\u2581", " ").encode("utf-8"))
-    return out
+            return None
+        if i in added:
+            return tok.encode("utf-8")
+        if decode is not None:
+            return bytes(decode[c] for c in tok) if all(c in decode for c in tok) else tok.encode("utf-8")
+        if m := _BYTE_TOKEN.match(tok):
+            return bytes([int(m.group(1), 16)])
+        return tok.replace("\u2581", " ").encode("utf-8")
+
+    return read
+
+
+def token_bytes(tokenizer: object) -> list[bytes | None]:
+    """Each token id's bytes, or None where they cannot be known (then the token is never masked)."""
+    return list(map(_reader(tokenizer), range(len(tokenizer))))
+
+
+class Pieces(Sequence[bytes]):
+    """Every id's bytes, each read the first time it is asked for: an engine that does not mask (kollm eval) reads
+    only the tokens it emits, not a 262k vocabulary (0.3 s of an engine's build). Ids past the tokenizer (a padded
+    vocabulary's rows) have no text; ids whose bytes cannot be known, the tokenizer's decoding of them."""
+
+    def __init__(self, tokenizer: object, vocab: int) -> None:
+        self._tokenizer, self._read, self._known = tokenizer, _reader(tokenizer), len(tokenizer)
+        self._cache: list[bytes | None] = [None] * vocab
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 (Sequence's int and slice overloads)
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        data = self._cache[i]  # (an IndexError past the end, as a list's)
+        if data is None:
+            i %= len(self)
+            data = self._cache[i] = self._bytes(i, self._read(i) if i < self._known else b"")
+        return data
+
+    def fill(self, read: list[bytes | None]) -> None:
+        """Take every id's bytes at once (`token_bytes`, when the guard's tables read them all anyway)."""
+        for i, data in enumerate(read[: len(self)]):
+            if self._cache[i] is None:
+                self._cache[i] = self._bytes(i, data)
+        for i in range(len(read), len(self)):
+            self._cache[i] = b""
+
+    def _bytes(self, i: int, data: bytes | None) -> bytes:
+        return data if data is not None else self._tokenizer.decode([i], skip_special_tokens=False).encode()
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:
@@ -107,17 +149,24 @@ def _gpt2_byte_decoder() -> dict[str, int]:
 
 
 class Utf8Guard:
-    """allowed[state] (bool per token) and after[state] (the decoder state once the token is emitted); `pieces`:
-    every id's bytes (the output's text is built from them, serve/output.py)."""
+    """Which tokens each decoder state allows, and the state a token leaves (`mask`, `step`, `refuses`), from
+    tables over the whole vocabulary built at the first question; `enforce=False` (kollm eval, where transformers'
+    greedy choice is the reference) allows everything and builds none. `pieces`: every id's bytes (the output's
+    text is built from them, serve/output.py)."""
 
-    def __init__(self, tokenizer: object, vocab: int) -> None:
-        pieces = token_bytes(tokenizer)
-        self.pieces: list[bytes] = [b""] * vocab  # ids past the tokenizer (padded rows) have no text
-        for i, data in enumerate(pieces[:vocab]):
-            self.pieces[i] = data if data is not None else tokenizer.decode([i], skip_special_tokens=False).encode()
-        n = len(STATES)
-        self.allowed = torch.ones(n, vocab, dtype=torch.bool)  # ids past the tokenizer (padded rows): allowed
-        self.after = torch.zeros(n, vocab, dtype=torch.long)
+    def __init__(self, tokenizer: object, vocab: int, enforce: bool = True) -> None:
+        self.tokenizer, self.vocab, self.enforce = tokenizer, vocab, enforce
+        self.pieces = Pieces(tokenizer, vocab)
+
+    @cached_property
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """blocked[state] (bool per token) and after[state] (the decoder state once the token is emitted)."""
+        pieces = token_bytes(self.tokenizer)
+        self.pieces.fill(pieces)
+        vocab, n = self.vocab, len(STATES)
+        allowed = torch.ones(n, vocab, dtype=torch.bool)
+        after = torch.zeros(n, vocab, dtype=torch.long)
+        after[:, len(pieces):] = torch.arange(n)[:, None]  # ids past the tokenizer (padded rows): no bytes
         whole = []  # tokens that are whole characters: allowed only between characters, which they leave so
         for tid, data in enumerate(pieces[:vocab]):
             if data and _whole(data):  # (most of a vocabulary: no walk through the 8 states for them)
@@ -126,19 +175,37 @@ class Utf8Guard:
             for state in range(n):
                 left = 0 if data is None else _walk(data, state)
                 if left is None:
-                    self.allowed[state, tid] = False
+                    allowed[state, tid] = False
                 else:
-                    self.after[state, tid] = left
-        self.allowed[1:, whole] = False
+                    after[state, tid] = left
+        allowed[1:, whole] = False
+        return ~allowed, after
 
-        self.blocked = (~self.allowed).to(torch.bool)
+    @cached_property
+    def longest(self) -> int:
+        """The most bytes any one token holds (reads the whole vocabulary)."""
+        if self.enforce:
+            self._tables  # noqa: B018 (fills every piece)
+        return max(map(len, self.pieces), default=1) or 1
 
     def mask(self, logits: torch.Tensor, owed: int) -> torch.Tensor:
-        blocked = self.blocked[owed]
-        if blocked.device != logits.device:
-            self.blocked = self.blocked.to(logits.device)
-            blocked = self.blocked[owed]
-        return logits.masked_fill(blocked, float("-inf"))
+        """`logits` (the first len(logits) ids) with the tokens state `owed` refuses at -inf."""
+        if not self.enforce:
+            return logits
+        blocked, _ = self._tables
+        row = blocked[owed, : logits.shape[-1]]
+        if row.device != logits.device:
+            self._tables = (blocked.to(logits.device), self._tables[1])
+            row = self._tables[0][owed, : logits.shape[-1]]
+        return logits.masked_fill(row, float("-inf"))
+
+    def refuses(self, owed: int, token: int) -> bool:
+        """Whether `token` would make the output invalid UTF-8 in state `owed` (an id past the vocabulary: always)."""
+        if token >= self.vocab:
+            return True
+        return self.enforce and bool(self._tables[0][owed, token])
 
     def step(self, owed: int, token: int) -> int:
-        return int(self.after[owed, token]) if token < self.after.shape[1] else 0
+        if not self.enforce or token >= self.vocab:
+            return 0
+        return int(self._tables[1][owed, token])
