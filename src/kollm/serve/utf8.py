@@ -150,13 +150,15 @@ def _gpt2_byte_decoder() -> dict[str, int]:
 
 class Utf8Guard:
     """Which tokens each decoder state allows, and the state a token leaves (`mask`, `step`, `refuses`), from
-    tables over the whole vocabulary built at the first question; `enforce=False` (kollm eval, where transformers'
-    greedy choice is the reference) allows everything and builds none. `pieces`: every id's bytes (the output's
-    text is built from them, serve/output.py)."""
+    tables over the whole vocabulary built here (not in a first request's time); `enforce=False` (kollm eval,
+    where transformers' greedy choice is the reference) allows everything and builds none. `pieces`: every id's
+    bytes (the output's text is built from them, serve/output.py)."""
 
     def __init__(self, tokenizer: object, vocab: int, enforce: bool = True) -> None:
         self.tokenizer, self.vocab, self.enforce = tokenizer, vocab, enforce
         self.pieces = Pieces(tokenizer, vocab)
+        if enforce:
+            self._tables  # noqa: B018 (built now)
 
     @cached_property
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,8 +186,6 @@ class Utf8Guard:
     @cached_property
     def longest(self) -> int:
         """The most bytes any one token holds (reads the whole vocabulary)."""
-        if self.enforce:
-            self._tables  # noqa: B018 (fills every piece)
         return max(map(len, self.pieces), default=1) or 1
 
     def mask(self, logits: torch.Tensor, owed: int) -> torch.Tensor:
