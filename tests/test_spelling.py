@@ -54,6 +54,11 @@ def test_kiwi_offers_dictionary_words_and_nothing_for_what_it_cannot_read():
     assert "물병 세척" in spelling_candidates("물병 새척")[0]  # a slip next to a joined word is still undone
     assert spelling_candidates("iphone 15 pro") == (["iphone 15 pro"], [0.0])  # no Hangul: nothing to ask
     assert spelling_candidates("1234") == (["1234"], [0.0])
+    # 않 only after -지: 안 before a verb is no slip for it
+    assert "끈적이지 않는 선크림" in spelling_candidates("끈적이지 안는 선크림")[0]
+    assert "끈적이지않는 선크림" in spelling_candidates("끈적이지안는 선크림")[0]
+    for text in ("소리안나는 마우스", "안 새는 물병"):
+        assert not any("않" in c for c in spelling_candidates(text)[0])
     for text in ("냉장고 세척", "돼지고기 목살", "무선 이어폰"):  # correct text: any candidate differs in letters
         assert all(c.replace(" ", "") != text.replace(" ", "") for c in spelling_candidates(text)[0][1:])
 

@@ -45,7 +45,9 @@ NASAL_SWAPS = {"ㅂ": "ㅁ", "ㄱ": "ㅇ", "ㄷ": "ㄴ"}
 MISSPELLINGS: tuple[tuple[str, str], ...] = (
     ("돼요", "되요"), ("돼서", "되서"), ("됐", "됬"), ("되는", "돼는"), ("되나요", "돼나요"), ("되면", "돼면"),
     ("안 돼", "안 되"),
-    ("않", "안"), ("^안 ", "않 "),  # 않- (아니하-) after a stem, 안 (아니) before a verb
+    # 않- (아니하-) only ever follows -지 (먹지 않는), so only there is 안 a slip for it; 안 (아니) goes before a
+    # verb (소리 안 나는: offered 않 anywhere, the pass had written 소리않나는)
+    ("지 않", "지 안"), ("지않", "지안"), ("^안 ", "않 "),
     ("며칠", "몇일"), ("설거지", "설겆이"), ("왠지", "웬지"), ("웬일", "왠일"), ("웬만", "왠만"), ("금세", "금새"),
     ("어떻게", "어떡해"), ("어떡해", "어떻게"), ("희한", "희안"),
     # -개 is the noun suffix for tools and dishes (베개, 덮개, 찌개), written -게 by ear
