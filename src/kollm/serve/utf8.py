@@ -11,7 +11,7 @@ allowed and the state they leave.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import torch
@@ -74,7 +74,7 @@ def _whole(data: bytes) -> bool:
     return True
 
 
-def _reader(tokenizer: object):
+def _reader(tokenizer: object) -> Callable[[int], bytes | None]:
     """token id -> its bytes (None where they cannot be known: then the token is never masked)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
@@ -125,11 +125,9 @@ class Pieces(Sequence[bytes]):
 
     def fill(self, read: list[bytes | None]) -> None:
         """Take every id's bytes at once (`token_bytes`, when the guard's tables read them all anyway)."""
-        for i, data in enumerate(read[: len(self)]):
+        for i, data in enumerate(read[: len(self)]):  # (ids past the tokenizer: b"" when asked, as ever)
             if self._cache[i] is None:
                 self._cache[i] = self._bytes(i, data)
-        for i in range(len(read), len(self)):
-            self._cache[i] = b""
 
     def _bytes(self, i: int, data: bytes | None) -> bytes:
         return data if data is not None else self._tokenizer.decode([i], skip_special_tokens=False).encode()
