@@ -109,6 +109,11 @@ def test_held_out_split_keeps_every_answer_on_one_side():
     assert 20 < len(held) < 120 and len(train) + len(held) == len(rows)
     assert not {r.key for r in train} & {r.key for r in held}
     assert split(rows, 0.1) == (train, held)  # stable
+    answers = len({r.key for r in held})
+    assert len({r.key for r in held[:answers]}) == answers  # any first n rows: as many answers as they can be
+    # not each answer's first row in the file (a typo set's is its unchanged pair, q{i} 0 here)
+    assert 0.1 < sum(r.prompt.endswith(" 0") for r in held[:answers]) / answers < 0.6
+    assert sorted(map(id, held)) == sorted(id(r) for r in rows if r.key in {h.key for h in held})
 
 
 def test_packing_changes_nothing_but_the_layout(tiny_model_dir, tok):
