@@ -47,6 +47,29 @@ def test_roundtrip_tokenizer_and_special_tokens(tiny_model_dir, roundtrips):
     assert (a.bos_token, a.eos_token, a.pad_token) == (b.bos_token, b.eos_token, b.pad_token)
 
 
+@pytest.mark.parametrize("pre", [None, "qwen2"])  # kollm's own tokenizer rebuild; transformers' GGUF converter
+def test_gguf_without_bos_imports_without_bos(roundtrips, tmp_path, pre):
+    """Qwen's GGUFs name <|endoftext|> as BOS but set add_bos_token false: llama.cpp puts none before a prompt, so
+    the imported folder names none and kollm (special_tokens.encode_with_bos) adds none either."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    from kollm.special_tokens import encode_with_bos
+    from kollm.tokenizer.train import load_tokenizer
+
+    src = roundtrips["f32"].parent / "m-f32.gguf"
+    reader = gguf.GGUFReader(src)
+    assert reader.fields["tokenizer.ggml.add_bos_token"].contents() is True
+    new = {"tokenizer.ggml.add_bos_token": MetadataDetails(gguf.GGUFValueType.BOOL, False)}
+    if pre:
+        new["tokenizer.ggml.pre"] = MetadataDetails(gguf.GGUFValueType.STRING, pre)
+    dst = tmp_path / "no-bos.gguf"
+    writer = gguf.GGUFWriter(dst, arch=reader.fields["general.architecture"].contents(), endianess=reader.endianess)
+    copy_with_new_metadata(reader, writer, new, [])
+    tok = load_tokenizer(import_gguf(dst, tmp_path / "hf"))
+    assert tok.bos_token is None and encode_with_bos(tok, TEXT) == tok.encode(TEXT, add_special_tokens=False)
+
+
 def test_imported_folder_needs_no_gguf(roundtrips):
     """A plain HF folder: no quantization_config, loads with `gguf` made unimportable."""
     folder = roundtrips["f32"]

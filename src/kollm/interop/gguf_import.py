@@ -18,6 +18,7 @@ class GGUFInfo:
     key_length: int | None  # attention head dim, when the file states it
     tokenizer_model: str | None  # "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
     tokenizer_pre: str | None  # llama.cpp's pre-tokenizer name
+    add_bos: bool | None  # whether llama.cpp puts BOS before a prompt (None: the file does not say)
 
 
 def check_gguf(path: Path) -> GGUFInfo:
@@ -33,8 +34,9 @@ def check_gguf(path: Path) -> GGUFInfo:
         # The reader maps every tensor's byte range, so a truncated download fails here, not mid-load.
         reader = gguf.GGUFReader(path)
         arch = str(reader.fields["general.architecture"].contents())
-        fields = {k: reader.fields[k].contents() for k in (f"{arch}.attention.key_length", "tokenizer.ggml.model",
-                                                            "tokenizer.ggml.pre") if k in reader.fields}
+        keys = (f"{arch}.attention.key_length", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+                "tokenizer.ggml.add_bos_token")
+        fields = {k: reader.fields[k].contents() for k in keys if k in reader.fields}
     except KeyError:
         raise KollmError(f"{path} has no general.architecture key; it is not a model GGUF") from None
     except Exception as e:  # noqa: BLE001 - numpy/struct errors of a damaged file, reported in one line
@@ -44,8 +46,9 @@ def check_gguf(path: Path) -> GGUFInfo:
         if t.data_offset + t.n_bytes > path.stat().st_size:
             raise KollmError(f"{path} is truncated (tensor {t.name} ends past the end of the file); get it again")
     key_len = fields.get(f"{arch}.attention.key_length")
+    add_bos = fields.get("tokenizer.ggml.add_bos_token")
     return GGUFInfo(arch, int(key_len) if key_len else None, fields.get("tokenizer.ggml.model"),
-                    fields.get("tokenizer.ggml.pre"))
+                    fields.get("tokenizer.ggml.pre"), None if add_bos is None else bool(add_bos))
 
 
 def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
@@ -76,5 +79,10 @@ def import_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float3
         model = causal_lm_from_pretrained(src, dt, gguf_file=name, config=config)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise KollmError(f"{path}: transformers failed to load it ({reason(e)})") from None
+    if info.add_bos is False and tokenizer.bos_token is not None:
+        # Qwen's GGUFs name <|endoftext|> as BOS and say llama.cpp adds none; kollm puts BOS first wherever the
+        # tokenizer names one (special_tokens.encode_with_bos), so the folder names none, as Qwen's own HF folder:
+        # else kollm tunes with a BOS that vLLM (base from the HF folder) and llama.cpp never put before a prompt
+        tokenizer.bos_token = None
     drop_quantizer(model)
     return save_hf_folder(model.eval(), tokenizer, out_dir)
