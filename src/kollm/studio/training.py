@@ -8,7 +8,6 @@ of one query lands on the held-out side with it). Held-out rows are never writte
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from kollm.data.normalize import nfc
 from kollm.errors import KollmError
+from kollm.split import unit_hash
 from kollm.studio.apps import AppSpec
 from kollm.studio.db import App, Feedback, TestSet
 from kollm.studio.messages import msg
@@ -60,8 +60,7 @@ def _canon(inputs: dict) -> str:
 
 def held_out(inputs: dict) -> bool:
     """Whether a test-set item with these inputs is held out (scored, never trained on)."""
-    digest = hashlib.sha1(f"kollm-studio:{_canon(inputs)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT
+    return unit_hash(f"kollm-studio:{_canon(inputs)}") < HELD_OUT
 
 
 def _answer(text: str) -> str:

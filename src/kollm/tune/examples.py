@@ -14,7 +14,6 @@ the prompt alone and the model writes the completion's tokens after it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from kollm.errors import KollmError
 from kollm.model.loss import IGNORE
 from kollm.prompts import fill, output_prefix
 from kollm.special_tokens import CHAT_TEMPLATE, encode_with_bos
+from kollm.split import unit_hash
 
 SHAPES = ('{"messages": [...]}, {"prompt": ..., "completion": ...}, {"text": ...}, '
           'or {"inputs": {...}, "expected": ...} with a prompt template (--template)')
@@ -141,10 +141,6 @@ def read_rows(paths: list[str] | list[Path], template: str = "", target: str = "
             yield parse_row(obj, where, template, target)
 
 
-def _hash(text: str) -> float:
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2**64
-
-
 def split(rows: list[Row], fraction: float, seed: int = 0) -> tuple[list[Row], list[Row]]:
     """(train, held out) by a hash of each row's answer: stable when rows are added, and every typo of one correct
     query lands on the same side. At least one row is held out when there are two or more. The held-out rows come
@@ -154,14 +150,14 @@ def split(rows: list[Row], fraction: float, seed: int = 0) -> tuple[list[Row], l
     if fraction <= 0 or len(rows) < 2:
         return rows, []
 
-    scored = [(_hash(f"{seed}:{r.key}"), r) for r in rows]
+    scored = [(unit_hash(f"{seed}:{r.key}"), r) for r in rows]
     held = [r for v, r in scored if v < fraction]
     if not held:  # tiny sets: the lowest hash (and every row sharing its answer)
         low = min(scored, key=lambda x: x[0])[1].key
         held = [r for r in rows if r.key == low]
     by_answer: dict[str, list[Row]] = {}
     # each answer's rows in hash order, not file order: a typo set starts every answer with its unchanged pair
-    for r in sorted(held, key=lambda r: _hash(f"{seed}:{r.prompt}:{r.text}:{r.messages}")):
+    for r in sorted(held, key=lambda r: unit_hash(f"{seed}:{r.prompt}:{r.text}:{r.messages}")):
         by_answer.setdefault(r.key, []).append(r)
     spread = [r for nth in zip_longest(*by_answer.values()) for r in nth if r is not None]
     return [r for r in rows if r.key not in by_answer], spread
